@@ -1,0 +1,213 @@
+//! Command-line types (clap derive). No logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A credential-refreshing session authority for AWS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "elhaz",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
+    /// Manage session configs.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Show every resolved path.
+    Paths {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCmd {
+    /// Start the daemon (detached unless --foreground).
+    Start(StartArgs),
+    /// Stop the daemon and wait until it has exited.
+    Stop {
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Show whether the daemon runs (exit 0) or not (exit 3).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List cached sessions.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's log.
+    Logs {
+        /// Show the last N lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines (across rotation).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Load a session into the daemon and warm its credentials.
+    Add {
+        /// Session name.
+        name: String,
+    },
+    /// Evict a session from the daemon, dropping its credentials.
+    Remove {
+        /// Session name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Run in the foreground (for systemd, launchd and tests).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Serve one request, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Maximum number of cached sessions (overrides elhaz.toml).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub capacity: Option<u64>,
+    /// Exit after this long without requests, e.g. 30m (overrides elhaz.toml).
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Add a session config from flags or a TOML file (no TTY needed).
+    Add(Box<ConfigAddArgs>),
+    /// Remove a session config.
+    Remove {
+        /// Session name.
+        name: String,
+        /// Do not ask for confirmation (required without a TTY).
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// List session configs.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session config.
+    Show {
+        /// Session name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Edit a session config in $VISUAL / $EDITOR; an invalid result is rejected.
+    Edit {
+        /// Session name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigAddArgs {
+    /// Session name ([A-Za-z0-9._-], up to 64 characters).
+    pub name: String,
+    /// Read the whole config from a TOML file, or `-` for stdin.
+    #[arg(long, value_name = "PATH|-", conflicts_with_all = [
+        "role_arn", "session_name", "duration", "external_id", "region", "source_profile",
+        "source_session", "keyring", "web_identity_token_file", "mfa_serial", "mfa_command",
+        "description", "policy_arn", "policy", "tag", "transitive_tag_key", "source_identity",
+        "sts_endpoint_url", "sts_region"])]
+    pub from_file: Option<PathBuf>,
+    /// Overwrite an existing config.
+    #[arg(long)]
+    pub force: bool,
+    /// Role to assume (without it the session uses GetSessionToken).
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: Option<String>,
+    /// RoleSessionName.
+    #[arg(long, value_name = "NAME")]
+    pub session_name: Option<String>,
+    /// Credential lifetime: seconds or e.g. 1h, 90m.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// ExternalId for AssumeRole.
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
+    /// Region exported to consumers and used for STS.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Source: an AWS shared-config profile.
+    #[arg(long, value_name = "PROFILE", group = "source")]
+    pub source_profile: Option<String>,
+    /// Source: another elhaz session (role chaining).
+    #[arg(long, value_name = "SESSION", group = "source")]
+    pub source_session: Option<String>,
+    /// Source: long-term keys stored with `elhaz keyring set ENTRY`.
+    #[arg(long, value_name = "ENTRY", group = "source")]
+    pub keyring: Option<String>,
+    /// Source: a web identity token file (AssumeRoleWithWebIdentity).
+    #[arg(long, value_name = "PATH", group = "source", requires = "role_arn")]
+    pub web_identity_token_file: Option<PathBuf>,
+    /// MFA device serial or ARN.
+    #[arg(long, value_name = "ARN")]
+    pub mfa_serial: Option<String>,
+    /// Command printing an MFA code (argv, split on whitespace; no shell).
+    #[arg(long, value_name = "CMD", requires = "mfa_serial")]
+    pub mfa_command: Option<String>,
+    /// Free-text description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Managed session policy ARN (repeatable).
+    #[arg(long, value_name = "ARN")]
+    pub policy_arn: Vec<String>,
+    /// Inline session policy (JSON).
+    #[arg(long, value_name = "JSON")]
+    pub policy: Option<String>,
+    /// Session tag KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+    /// Transitive session tag key (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub transitive_tag_key: Vec<String>,
+    /// SourceIdentity.
+    #[arg(long, value_name = "ID")]
+    pub source_identity: Option<String>,
+    /// Custom STS endpoint URL.
+    #[arg(long, value_name = "URL")]
+    pub sts_endpoint_url: Option<String>,
+    /// STS region.
+    #[arg(long, value_name = "REGION")]
+    pub sts_region: Option<String>,
+}
+
+/// Output format of `export` (used by later commands).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(dead_code)]
+pub enum Format {
+    /// `export VAR=…` lines.
+    Env,
+    /// A JSON object.
+    Json,
+    /// The credential_process JSON.
+    CredentialProcess,
+}

@@ -1,0 +1,120 @@
+//! Framing: a 4-byte big-endian length prefix followed by that many bytes of JSON.
+//!
+//! The daemon uses tokio-util's `LengthDelimitedCodec` (the same layout) with
+//! [`MAX_FRAME_LEN`] as its cap: a header announcing more is refused as soon as its four bytes
+//! arrive, so an oversized frame is never buffered. The CLI side is plain blocking `std` I/O —
+//! the credential-process hot path builds no async runtime — and enforces the same cap.
+
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::protocol::MAX_FRAME_LEN;
+
+/// The daemon-side codec: 4-byte big-endian length, [`MAX_FRAME_LEN`] cap.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(MAX_FRAME_LEN)
+        .new_codec()
+}
+
+/// Serializes a frame's JSON payload.
+pub fn to_payload<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data types (strings, integers, vectors) cannot fail.
+    serde_json::to_vec(value).unwrap_or_else(|e| {
+        unreachable!("wire types always serialize: {e}");
+    })
+}
+
+/// Deserializes a frame's JSON payload.
+pub fn from_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
+/// Writes one frame (blocking).
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "frame of {} bytes exceeds the {MAX_FRAME_LEN}-byte limit",
+                payload.len()
+            ),
+        ));
+    }
+    // One write for header and body: one syscall, and no partial frame on the wire if the
+    // process dies between two writes.
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one frame (blocking). A length over [`MAX_FRAME_LEN`] is refused before reading the
+/// body; EOF before a complete frame is `UnexpectedEof`.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("peer sent a {len}-byte frame, over the {MAX_FRAME_LEN}-byte limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes_compat::*;
+
+    // tokio-util re-exports `bytes`; keep its use local to the tests.
+    mod bytes_compat {
+        pub use tokio_util::bytes::BytesMut;
+        pub use tokio_util::codec::{Decoder, Encoder};
+    }
+
+    #[test]
+    fn sync_and_async_framing_agree() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, br#"{"a":1}"#).unwrap();
+        let mut buf = BytesMut::from(&wire[..]);
+        let frame = codec().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(&frame[..], br#"{"a":1}"#);
+
+        let mut out = BytesMut::new();
+        codec()
+            .encode(tokio_util::bytes::Bytes::from_static(b"xyz"), &mut out)
+            .unwrap();
+        assert_eq!(read_frame(&mut &out[..]).unwrap(), b"xyz");
+    }
+
+    #[test]
+    fn oversized_header_is_refused_without_reading_body() {
+        let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
+        let err = read_frame(&mut &header[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let mut buf = BytesMut::from(&header[..]);
+        assert!(codec().decode(&mut buf).is_err());
+        let big = vec![b'x'; MAX_FRAME_LEN + 1];
+        assert!(write_frame(&mut Vec::new(), &big).is_err());
+    }
+
+    #[test]
+    fn truncated_frame_is_eof() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"hello").unwrap();
+        wire.truncate(6);
+        let err = read_frame(&mut &wire[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

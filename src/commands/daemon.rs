@@ -1,0 +1,337 @@
+//! `elhaz daemon …`
+
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use elhaz::client::{self, Started};
+use elhaz::config::Secs;
+use elhaz::daemon::{lifecycle, state::Options};
+use elhaz::paths::Paths;
+use elhaz::protocol::{ErrorCode, Request, Response};
+
+use super::{EXIT_NOT_RUNNING, human_secs};
+use crate::cli::StartArgs;
+
+pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
+    let idle_timeout = args
+        .idle_timeout
+        .as_deref()
+        .map(|s| {
+            s.parse::<Secs>()
+                .map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))
+                .and_then(|d| {
+                    if d.0 == 0 {
+                        bail!("--idle-timeout: must be at least 1 second")
+                    } else {
+                        Ok(d.duration())
+                    }
+                })
+        })
+        .transpose()?;
+    if args.foreground {
+        let options = Options {
+            once: args.once,
+            capacity: args.capacity.map(|c| c as usize),
+            idle_timeout,
+        };
+        return match lifecycle::serve(paths, options) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e @ elhaz::Error::AlreadyRunning { .. }) => {
+                eprintln!("elhaz: {e}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let mut extra = Vec::new();
+    if args.once {
+        extra.push("--once".to_string());
+    }
+    if let Some(c) = args.capacity {
+        extra.extend(["--capacity".to_string(), c.to_string()]);
+    }
+    if let Some(d) = idle_timeout {
+        extra.extend(["--idle-timeout".to_string(), d.as_secs().to_string()]);
+    }
+    match client::start_daemon(paths, &extra)? {
+        Started::New(pid) => println!("elhaz daemon started (pid {pid})"),
+        Started::Already(pid) => println!("elhaz daemon is already running (pid {pid})"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stop(paths: &Paths, timeout: u64) -> Result<ExitCode> {
+    let timeout = Duration::from_secs(timeout);
+    let pid = match client::connect_existing(paths)? {
+        Some(mut c) => match c.call(Request::Stop) {
+            Ok(Response::Stopping { pid }) => Some(pid),
+            Ok(other) => bail!("unexpected reply to stop: {other:?}"),
+            // A daemon of another protocol version: it cannot parse our stop; use its pid file.
+            Err(elhaz::Error::Remote(e)) if e.code == ErrorCode::ProtocolMismatch => {
+                terminate_by_pid(paths)?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None if lifecycle::lock_is_held(paths) => terminate_by_pid(paths)?,
+        None => {
+            println!("elhaz daemon is not running");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    while lifecycle::lock_is_held(paths) {
+        if Instant::now() >= deadline {
+            bail!(
+                "the elhaz daemon{} did not exit within {}s; it may be finishing a slow STS call. \
+                 Kill it with `kill {}`",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                timeout.as_secs(),
+                pid.map_or("<pid>".to_string(), |p| p.to_string())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "elhaz daemon stopped{}",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends SIGTERM to the pid in the pid file (only while a daemon holds the lock).
+fn terminate_by_pid(paths: &Paths) -> Result<Option<u32>> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Some(pid) = lifecycle::read_pid(paths) else {
+        bail!(
+            "a daemon holds {} but its pid file {} is unreadable",
+            paths.lock_file.display(),
+            paths.pid_file.display()
+        );
+    };
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
+        .with_context(|| format!("cannot signal the elhaz daemon (pid {pid})"))?;
+    Ok(Some(pid))
+}
+
+pub fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let reply = match client::connect_existing(paths)? {
+        Some(mut c) => Some(c.call(Request::Status)?),
+        None => None,
+    };
+    let Some(Response::Status(s)) = reply else {
+        if reply.is_some() {
+            bail!("unexpected reply to status");
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"running": false, "socket": paths.socket, "paths": paths})
+            );
+        } else {
+            println!(
+                "elhaz daemon is not running (socket {})",
+                paths.socket.display()
+            );
+        }
+        return Ok(ExitCode::from(EXIT_NOT_RUNNING));
+    };
+    if json {
+        let mut v = serde_json::to_value(&s)?;
+        v["running"] = true.into();
+        v["paths"] = serde_json::to_value(paths)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("elhaz daemon is running");
+        println!("  pid        {}", s.pid);
+        println!("  version    {} (protocol {})", s.version, s.protocol);
+        println!("  uptime     {}", human_secs(s.uptime_s));
+        println!("  socket     {}", s.socket);
+        println!("  sessions   {} of {}", s.sessions, s.capacity);
+        println!(
+            "  idle exit  {}",
+            s.idle_timeout_s
+                .map_or("never".into(), |t| format!("after {}", human_secs(t)))
+        );
+        println!("  configs    {}", paths.configs_dir.display());
+        println!("  logs       {}", paths.log_dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let Some(mut c) = client::connect_existing(paths)? else {
+        if json {
+            println!("[]");
+        } else {
+            println!("elhaz daemon is not running; no sessions cached");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Response::Sessions { sessions } = c.call(Request::List)? else {
+        bail!("unexpected reply to list");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sessions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if sessions.is_empty() {
+        println!("no sessions cached");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = std::time::SystemTime::now();
+    let rel = |t: &Option<String>, prefix: &str| -> String {
+        t.as_deref()
+            .and_then(|s| humantime::parse_rfc3339(s).ok())
+            .map(|t| match t.duration_since(now) {
+                Ok(d) => format!("{prefix} {}", human_secs(d.as_secs())),
+                Err(e) => format!("{} ago", human_secs(e.duration().as_secs())),
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows: Vec<[String; 6]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.state.clone(),
+                s.source.clone(),
+                rel(&s.expiration, "expires in"),
+                rel(&s.next_refresh, "refresh in"),
+                s.hits.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "STATE", "SOURCE", "EXPIRES", "NEXT REFRESH", "HITS"];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(&header);
+    for (r, s) in rows.iter().zip(&sessions) {
+        line(&r.iter().map(String::as_str).collect::<Vec<_>>());
+        if let Some(e) = &s.last_error {
+            println!("    last error: {e}");
+        }
+        if let Some(w) = &s.warning {
+            println!("    warning: {w}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn add(paths: &Paths, name: &str) -> Result<ExitCode> {
+    let mut c = client::connect_or_start(paths)?;
+    let Response::Added { session } = c.call(Request::Add {
+        name: name.to_string(),
+    })?
+    else {
+        bail!("unexpected reply to add");
+    };
+    println!("session {} loaded ({})", session.name, session.state);
+    if let Some(w) = session.warning {
+        eprintln!("elhaz: warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn remove(paths: &Paths, name: &str) -> Result<ExitCode> {
+    let Some(mut c) = client::connect_existing(paths)? else {
+        println!("elhaz daemon is not running; nothing to remove");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Response::Removed { was_cached, .. } = c.call(Request::Remove {
+        name: name.to_string(),
+    })?
+    else {
+        bail!("unexpected reply to remove");
+    };
+    if was_cached {
+        println!("session {name} evicted");
+    } else {
+        println!("session {name} was not cached");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(paths: &Paths, lines: usize, follow: bool) -> Result<ExitCode> {
+    let files = elhaz::logging::log_files(&paths.log_dir);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // Tail: walk files newest first until we have enough lines.
+    let mut tail: std::collections::VecDeque<String> = Default::default();
+    for f in files.iter().rev() {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for l in text.lines().rev() {
+            if tail.len() >= lines {
+                break;
+            }
+            tail.push_front(l.to_string());
+        }
+        if tail.len() >= lines {
+            break;
+        }
+    }
+    for l in &tail {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    if files.is_empty() && !follow {
+        eprintln!("elhaz: no logs yet in {}", paths.log_dir.display());
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow the newest file; when a newer one appears (rotation), finish the old one and move.
+    let mut current = files.last().cloned();
+    let mut pos = current
+        .as_ref()
+        .and_then(|f| std::fs::metadata(f).ok())
+        .map_or(0, |m| m.len());
+    loop {
+        if let Some(f) = &current
+            && let Ok(mut file) = std::fs::File::open(f)
+        {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < pos {
+                pos = 0; // truncated
+            }
+            if len > pos {
+                file.seek(SeekFrom::Start(pos))?;
+                let mut reader = std::io::BufReader::new(file.take(len - pos));
+                let mut buf = String::new();
+                while reader.read_line(&mut buf)? > 0 {
+                    out.write_all(buf.as_bytes())?;
+                    buf.clear();
+                }
+                out.flush()?;
+                pos = len;
+            }
+        }
+        let newest = elhaz::logging::log_files(&paths.log_dir).last().cloned();
+        if newest.is_some() && newest != current {
+            current = newest;
+            pos = 0;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

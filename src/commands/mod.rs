@@ -1,0 +1,90 @@
+//! One function per subcommand. This is the binary layer: it uses `anyhow`, prints, and
+//! decides exit codes (in [`exit_code_for`] and the few `ExitCode`s returned directly).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use elhaz::paths::Paths;
+
+use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd};
+
+mod config;
+mod daemon;
+
+/// Exit code: the daemon is not running (`daemon status`).
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let paths = Paths::from_env()?;
+    match cli.command {
+        Command::Daemon(cmd) => match cmd {
+            DaemonCmd::Start(args) => daemon::start(&paths, args),
+            DaemonCmd::Stop { timeout } => daemon::stop(&paths, timeout),
+            DaemonCmd::Status { json } => daemon::status(&paths, json),
+            DaemonCmd::List { json } => daemon::list(&paths, json),
+            DaemonCmd::Logs { lines, follow } => daemon::logs(&paths, lines, follow),
+            DaemonCmd::Add { name } => daemon::add(&paths, &name),
+            DaemonCmd::Remove { name } => daemon::remove(&paths, &name),
+        },
+        Command::Config(cmd) => match cmd {
+            ConfigCmd::Add(args) => config::add(&paths, *args),
+            ConfigCmd::Remove { name, yes } => config::remove(&paths, &name, yes),
+            ConfigCmd::List { json } => config::list(&paths, json),
+            ConfigCmd::Show { name, json } => config::show(&paths, &name, json),
+            ConfigCmd::Edit { name } => config::edit(&paths, &name),
+        },
+        Command::Paths { json } => show_paths(&paths, json),
+    }
+}
+
+/// The exit code for an error that reached `main`.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    match err.downcast_ref::<elhaz::Error>() {
+        Some(elhaz::Error::NotRunning(_)) => ExitCode::from(EXIT_NOT_RUNNING),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn show_paths(paths: &Paths, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(paths)?);
+    } else {
+        for (k, v) in [
+            ("configs", &paths.configs_dir),
+            ("settings", &paths.settings_file),
+            ("run dir", &paths.run_dir),
+            ("socket", &paths.socket),
+            ("lock", &paths.lock_file),
+            ("pid file", &paths.pid_file),
+            ("logs", &paths.log_dir),
+        ] {
+            println!("{k:<9} {}", v.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks a yes/no question on the terminal; default no.
+pub(crate) fn confirm(question: &str) -> Result<bool> {
+    use std::io::Write;
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// "3m 20s" style, at most two units.
+pub(crate) fn human_secs(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) if s == 0 => format!("{m}m"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) if m == 0 => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ if h == 0 => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
+}

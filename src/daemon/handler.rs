@@ -1,0 +1,131 @@
+//! One handler per request variant. Each returns a typed [`Response`] or a [`WireError`];
+//! nothing here panics on bad input or touches the connection.
+
+use std::sync::Arc;
+
+use crate::daemon::State;
+use crate::protocol::{ErrorCode, PROTOCOL_VERSION, Request, Response, StatusInfo, WireError};
+
+/// Who is asking, from the socket's peer credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Peer uid.
+    pub uid: u32,
+    /// Peer pid, when the OS reports it.
+    pub pid: Option<i32>,
+}
+
+/// Dispatches a request to its handler.
+pub async fn handle(
+    state: &Arc<State>,
+    peer: Peer,
+    request: Request,
+) -> Result<Response, WireError> {
+    match request {
+        Request::Ping => ping(state),
+        Request::Status => status(state),
+        Request::Stop => stop(state, peer),
+        Request::List => list(state),
+        Request::Add { name } => add(state, &name).await,
+        Request::Remove { name } => remove(state, &name),
+        Request::Credentials { name, mfa_code } => credentials(state, peer, &name, mfa_code).await,
+        Request::Whoami { name, mfa_code } => whoami(state, &name, mfa_code).await,
+    }
+}
+
+fn ping(state: &State) -> Result<Response, WireError> {
+    Ok(Response::Pong {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: state.pid,
+    })
+}
+
+fn status(state: &State) -> Result<Response, WireError> {
+    Ok(Response::Status(StatusInfo {
+        pid: state.pid,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: PROTOCOL_VERSION,
+        socket: state.paths.socket.display().to_string(),
+        uptime_s: state.started.elapsed().as_secs(),
+        sessions: state.sessions.len(),
+        capacity: state.sessions.capacity(),
+        idle_timeout_s: state.idle_timeout().map(|d| d.as_secs()),
+    }))
+}
+
+/// The connection task cancels `state.shutdown` once this reply is written.
+fn stop(state: &State, peer: Peer) -> Result<Response, WireError> {
+    tracing::info!(peer_uid = peer.uid, peer_pid = ?peer.pid, "stop requested");
+    Ok(Response::Stopping { pid: state.pid })
+}
+
+fn list(state: &State) -> Result<Response, WireError> {
+    Ok(Response::Sessions {
+        sessions: state.sessions.list(),
+    })
+}
+
+async fn add(state: &State, name: &str) -> Result<Response, WireError> {
+    let session = state.sessions.add(name).await?;
+    Ok(Response::Added { session })
+}
+
+fn remove(state: &State, name: &str) -> Result<Response, WireError> {
+    crate::config::validate_name(name).map_err(|e| e.to_wire())?;
+    let was_cached = state.sessions.remove(name);
+    Ok(Response::Removed {
+        name: name.to_string(),
+        was_cached,
+    })
+}
+
+async fn credentials(
+    state: &State,
+    peer: Peer,
+    name: &str,
+    mfa_code: Option<String>,
+) -> Result<Response, WireError> {
+    let creds = state.sessions.credentials(name, mfa_code).await?;
+    tracing::info!(
+        target: "elhaz::audit",
+        session = name,
+        peer_uid = peer.uid,
+        peer_pid = ?peer.pid,
+        peer_exe = %peer_exe(peer.pid),
+        expiration = %creds.expiration,
+        "credentials served"
+    );
+    Ok(Response::Credentials(creds))
+}
+
+async fn whoami(
+    state: &State,
+    name: &str,
+    mfa_code: Option<String>,
+) -> Result<Response, WireError> {
+    state
+        .sessions
+        .whoami(name, mfa_code)
+        .await
+        .map(Response::Identity)
+}
+
+/// The executable name of a peer, for the audit trail (best effort).
+fn peer_exe(pid: Option<i32>) -> String {
+    pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The reply for a frame whose protocol version is not ours.
+pub fn protocol_mismatch(peer_protocol: u32) -> WireError {
+    let mut e = WireError::new(
+        ErrorCode::ProtocolMismatch,
+        format!(
+            "daemon speaks protocol {PROTOCOL_VERSION}, this client speaks {peer_protocol}: run \
+             `elhaz daemon stop` (the next command starts a matching daemon)"
+        ),
+    );
+    e.protocol = Some(PROTOCOL_VERSION);
+    e
+}

@@ -1,0 +1,259 @@
+//! Everything around the server: detaching, the single-instance lock, stale-socket recovery,
+//! creating the socket with its mode, the pid file, signals, the idle exit and cleanup.
+//!
+//! Start-up order matters and is the same for `--foreground` and detached starts:
+//!
+//! 1. (detached only) fork before any thread exists; the parent exits, the child calls
+//!    `setsid`. The CLI that spawned us holds the read end of our stderr pipe and waits for EOF.
+//! 2. umask 077 for the whole daemon: every file we create is private, whatever the caller's
+//!    umask.
+//! 3. Take an exclusive `flock` on `run/elhaz.lock`. Held → another daemon owns this run dir:
+//!    report "already running" and exit 0. The kernel drops the lock when a daemon dies, even
+//!    by `kill -9`, so a crash never blocks the next start — unlike a pid file guess.
+//! 4. With the lock held, a leftover socket can only be stale: remove it if connecting is
+//!    refused (and refuse to touch anything that is not a socket, or that answers).
+//! 5. Bind under umask 177 so the socket is *born* 0600 — no bind-then-chmod window.
+//! 6. Write the pid file, harden the process (no core dumps, no same-uid ptrace), start
+//!    logging, build the runtime.
+//! 7. Signal readiness: point stderr at /dev/null, which closes the CLI's pipe.
+//!
+//! Shutdown (SIGTERM, SIGINT, `stop`, idle timeout, `--once`) cancels every task, then removes
+//! the socket (only if it is still ours) and the pid file; the lock goes with the process.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::stat::{Mode, umask};
+
+use crate::config::{self, Settings, Store};
+use crate::daemon::sessions::Sessions;
+use crate::daemon::state::{Options, State};
+use crate::error::Error;
+use crate::paths::{self, Paths};
+
+/// Environment variable set by the CLI when it spawns a daemon that must detach.
+pub const ENV_DETACH: &str = "ELHAZ_DAEMON_DETACH";
+
+/// Holds the single-instance lock for the daemon's lifetime.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+/// Takes the single-instance lock, or reports who holds it.
+pub fn acquire_lock(paths: &Paths) -> Result<InstanceLock, Error> {
+    paths::ensure_private_dir(&paths.run_dir)?;
+    let file = config::open_private(&paths.lock_file)?;
+    match file.try_lock() {
+        Ok(()) => Ok(InstanceLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
+            pid: read_pid(paths),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(
+            format!("cannot lock {}", paths.lock_file.display()),
+            e,
+        )),
+    }
+}
+
+/// Whether some daemon holds the lock of `paths.run_dir` right now.
+pub fn lock_is_held(paths: &Paths) -> bool {
+    let Ok(file) = std::fs::File::open(&paths.lock_file) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// The pid recorded in the pid file.
+pub fn read_pid(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(&paths.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Removes a stale socket: only a socket, and only if nothing answers on it.
+pub fn remove_stale_socket(socket: &Path) -> Result<(), Error> {
+    let meta = match std::fs::symlink_metadata(socket) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("cannot inspect {}", socket.display()), e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::Insecure(format!(
+            "{} exists and is not a socket; remove it or choose another ELHAZ_SOCKET",
+            socket.display()
+        )));
+    }
+    match UnixStream::connect(socket) {
+        Ok(_) => Err(Error::Insecure(format!(
+            "another process is serving {}; stop it or choose another ELHAZ_SOCKET",
+            socket.display()
+        ))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            tracing::info!(socket = %socket.display(), "removing stale socket");
+            std::fs::remove_file(socket)
+                .map_err(|e| Error::io(format!("cannot remove stale {}", socket.display()), e))
+        }
+        Err(e) => Err(Error::io(format!("cannot probe {}", socket.display()), e)),
+    }
+}
+
+/// Binds `socket` so that it is created with mode 0600 (umask 177 during `bind`).
+pub fn bind_private(socket: &Path) -> Result<UnixListener, Error> {
+    if let Some(dir) = socket.parent() {
+        paths::create_dir_mode(dir, 0o700)?;
+    }
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(socket);
+    umask(old);
+    let listener = bound.map_err(|e| Error::io(format!("cannot bind {}", socket.display()), e))?;
+    // Belt and braces: the mode is already 0600; make sure, as a non-0600 socket is a bug.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("cannot set mode of {}", socket.display()), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
+    Ok(listener)
+}
+
+/// Disables core dumps and same-uid ptrace attachment where the OS allows.
+pub fn harden_process() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot clear the dumpable flag");
+    }
+}
+
+/// Forks into the background: the parent exits at once, the child leads a new session.
+fn detach() -> Result<(), Error> {
+    use nix::unistd::{ForkResult, fork, setsid};
+    // SAFETY: called first thing in `serve`, before the tokio runtime, the log writer or any
+    // other thread exists, so the child is a complete single-threaded copy of this process.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+        Ok(ForkResult::Child) => {
+            let _ = setsid();
+            Ok(())
+        }
+        Err(e) => Err(Error::io("cannot fork the daemon", e.into())),
+    }
+}
+
+/// Closes the start-up pipe to the CLI by pointing stderr at /dev/null.
+fn signal_ready() {
+    if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stderr(&devnull);
+    }
+}
+
+/// Runs a daemon in this process until it shuts down. `daemon start --foreground` lands here;
+/// a detached start (`ELHAZ_DAEMON_DETACH=1`, set by the CLI) forks first.
+pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
+    let detached = std::env::var_os(ENV_DETACH).is_some_and(|v| v == "1");
+    if detached {
+        detach()?;
+    }
+    // SAFETY-free but process-wide: from here on every file the daemon creates is private.
+    umask(Mode::from_bits_truncate(0o077));
+    let settings = Settings::load(&paths.settings_file)?;
+    let lock = acquire_lock(paths)?;
+    remove_stale_socket(&paths.socket)?;
+    let listener = bind_private(&paths.socket)?;
+    let socket_ino = std::fs::metadata(&paths.socket).map(|m| m.ino()).ok();
+    config::atomic_write(
+        &paths.pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
+    harden_process();
+    let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
+
+    let capacity = options.capacity.unwrap_or(settings.capacity());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("elhaz-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let sessions = Sessions::new(Store::new(paths.configs_dir.clone()), capacity);
+    let state = Arc::new(State::new(paths.clone(), settings, options, sessions));
+    tracing::info!(
+        pid = state.pid,
+        version = env!("CARGO_PKG_VERSION"),
+        protocol = crate::protocol::PROTOCOL_VERSION,
+        socket = %paths.socket.display(),
+        capacity,
+        "daemon started"
+    );
+    let result = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| Error::io("cannot register the socket", e))?;
+        if let Some(idle) = state.idle_timeout() {
+            tokio::spawn(idle_watch(state.clone(), idle));
+        }
+        let signals = shutdown_signals()?;
+        if detached {
+            signal_ready();
+        }
+        crate::daemon::run(listener, state.clone(), signals).await;
+        Ok::<(), Error>(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    cleanup(paths, socket_ino);
+    tracing::info!("daemon stopped");
+    drop(state);
+    drop(lock);
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+async fn idle_watch(state: Arc<State>, idle: Duration) {
+    loop {
+        let deadline = state.last_activity() + idle;
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        if state.last_activity() + idle <= std::time::Instant::now() {
+            tracing::info!(idle_s = idle.as_secs(), "idle timeout reached; exiting");
+            state.shutdown.cancel();
+            return;
+        }
+    }
+}
+
+/// Removes the socket (only if it is the one we bound) and the pid file.
+fn cleanup(paths: &Paths, socket_ino: Option<u64>) {
+    let ours = std::fs::symlink_metadata(&paths.socket)
+        .ok()
+        .is_some_and(|m| Some(m.ino()) == socket_ino);
+    if ours {
+        let _ = std::fs::remove_file(&paths.socket);
+    }
+    let _ = std::fs::remove_file(&paths.pid_file);
+}

@@ -1,0 +1,20 @@
+//! The daemon: one process per user (or per `ELHAZ_HOME`) that owns the session cache and
+//! serves it over a private unix socket.
+//!
+//! - [`server`] accepts connections (peer check, connection cap, timeouts) and runs one task
+//!   per connection; [`server::run`] takes a listener and a shutdown future so `main` and the
+//!   tests drive the same code.
+//! - [`handler`] has one function per request variant.
+//! - [`sessions`] is the bounded LRU of live sessions and their refresh tasks.
+//! - [`lifecycle`] is everything around the server: single-instance lock, stale socket
+//!   recovery, socket creation with its mode, pid file, detaching, signals, idle exit, cleanup.
+//! - [`state`] is the shared state handed to every task.
+
+pub mod handler;
+pub mod lifecycle;
+pub mod server;
+pub mod sessions;
+pub mod state;
+
+pub use server::run;
+pub use state::State;

@@ -1,0 +1,242 @@
+//! The accept loop and the per-connection tasks.
+//!
+//! Every connection gets its own task, so a slow or dead client only ever holds its own task
+//! and one slot of the connection cap. Reading a whole frame is bounded by
+//! [`FRAME_READ_TIMEOUT`] (a slowloris client is dropped), writing a reply by
+//! [`WRITE_TIMEOUT`] (a client that never reads is dropped), and an idle keep-alive connection
+//! by [`IDLE_TIMEOUT`]. The cap is a semaphore acquired *before* `accept`, so excess clients
+//! wait in the kernel's backlog instead of costing us memory.
+//!
+//! The peer check runs before any byte is read: the peer's uid (SO_PEERCRED / getpeereid) must
+//! be the daemon's own. Anything else is refused, logged with uid and pid, and closed — fail
+//! closed, even when the socket's mode was loosened by hand.
+//!
+//! Shutdown: [`run`] returns when its `shutdown` future resolves or the state's cancellation
+//! token fires (a `stop` request, idle timeout, `--once`). It then cancels every connection
+//! and refresh task, waits (bounded) for connection tasks to finish, and drops all sessions.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::bytes::Bytes;
+use tokio_util::codec::{Framed, LengthDelimitedCodecError};
+use tokio_util::task::TaskTracker;
+
+use crate::codec;
+use crate::daemon::State;
+use crate::daemon::handler::{self, Peer};
+use crate::protocol::{
+    ErrorCode, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, Request, RequestFrame, WireError,
+};
+
+/// Longest time a client may take to send one complete frame.
+pub const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time writing one reply may take.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An open connection with no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for connection tasks to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Serves `listener` until `shutdown` resolves or `state.shutdown` is cancelled.
+pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(state.settings.max_connections()));
+    let cancel = state.shutdown.clone();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed; treat as shutdown
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tracker.spawn(async move {
+            connection(stream, &state).await;
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down");
+    state.shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; abandoning them");
+    }
+    state.sessions.clear();
+}
+
+/// Checks the peer's uid; `None` means refused.
+fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    let peer = Peer {
+        uid: cred.uid(),
+        pid: cred.pid(),
+    };
+    if peer.uid != state.uid {
+        tracing::warn!(
+            peer_uid = peer.uid,
+            peer_pid = ?peer.pid,
+            "refused connection from another uid"
+        );
+        return Err(format!(
+            "permission denied: this daemon serves uid {} only",
+            state.uid
+        ));
+    }
+    Ok(peer)
+}
+
+async fn connection(stream: UnixStream, state: &Arc<State>) {
+    let peer = check_peer(&stream, state);
+    let mut framed = Framed::new(stream, codec::codec());
+    let peer = match peer {
+        Ok(p) => p,
+        Err(message) => {
+            let reply = error_reply(0, WireError::new(ErrorCode::PermissionDenied, message));
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
+            return;
+        }
+    };
+    let cancel = state.shutdown.clone();
+    let mut first = true;
+    loop {
+        let wait = if first {
+            FRAME_READ_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
+        first = false;
+        let next = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = tokio::time::timeout(wait, framed.next()) => r,
+        };
+        let bytes = match next {
+            Err(_) => {
+                tracing::debug!(peer_pid = ?peer.pid, "closing a connection that sent no frame in time");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                let too_large = e
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
+                if too_large {
+                    tracing::warn!(peer_pid = ?peer.pid, "refused an oversized frame");
+                    let err = WireError::new(
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "frame exceeds the {}-byte limit",
+                            crate::protocol::MAX_FRAME_LEN
+                        ),
+                    );
+                    let _ =
+                        tokio::time::timeout(WRITE_TIMEOUT, framed.send(error_reply(0, err))).await;
+                }
+                return;
+            }
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        let (reply, after) = handle_frame(state, peer, &bytes).await;
+        let sent = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
+        if after.stop || state.options.once {
+            state.shutdown.cancel();
+            return;
+        }
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+/// What the connection does after writing a reply.
+#[derive(Debug, Default)]
+struct After {
+    stop: bool,
+}
+
+async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, After) {
+    let probe: Probe = match codec::from_payload(bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                error_reply(
+                    0,
+                    WireError::new(ErrorCode::BadRequest, format!("malformed frame: {e}")),
+                ),
+                After::default(),
+            );
+        }
+    };
+    if probe.protocol != PROTOCOL_VERSION {
+        return (
+            error_reply(probe.id, handler::protocol_mismatch(probe.protocol)),
+            After::default(),
+        );
+    }
+    let frame: RequestFrame = match codec::from_payload(bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                error_reply(
+                    probe.id,
+                    WireError::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
+                ),
+                After::default(),
+            );
+        }
+    };
+    state.touch();
+    let after = After {
+        stop: matches!(frame.request, Request::Stop),
+    };
+    let op = frame.request.op();
+    let outcome = match handler::handle(state, peer, frame.request).await {
+        Ok(r) => Outcome::Ok(r),
+        Err(e) => {
+            tracing::debug!(op, code = e.code.as_str(), "request failed");
+            Outcome::Error(e)
+        }
+    };
+    state.touch();
+    let reply = ReplyFrame {
+        protocol: PROTOCOL_VERSION,
+        id: frame.id,
+        outcome,
+    };
+    (Bytes::from(codec::to_payload(&reply)), after)
+}
+
+fn error_reply(id: u64, err: WireError) -> Bytes {
+    Bytes::from(codec::to_payload(&ReplyFrame {
+        protocol: PROTOCOL_VERSION,
+        id,
+        outcome: Outcome::Error(err),
+    }))
+}

@@ -1,0 +1,82 @@
+//! State shared by every task of the daemon.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::daemon::sessions::Sessions;
+use crate::paths::Paths;
+
+/// Options the daemon is started with (flags override `elhaz.toml`).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve one request, then exit (tests).
+    pub once: bool,
+    /// Cache capacity override.
+    pub capacity: Option<usize>,
+    /// Idle timeout override.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Shared daemon state. Cheap to reach from any task through an `Arc`.
+#[derive(Debug)]
+pub struct State {
+    /// Resolved paths.
+    pub paths: Paths,
+    /// Global settings from `elhaz.toml`.
+    pub settings: Settings,
+    /// Effective options.
+    pub options: Options,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// The uid peers must have.
+    pub uid: u32,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Wall-clock start time.
+    pub started_at: SystemTime,
+    /// Cancelled exactly once, when the daemon shuts down; every task watches it.
+    pub shutdown: CancellationToken,
+    /// The session cache.
+    pub sessions: Sessions,
+    /// Milliseconds since `started` of the last request (for the idle timeout).
+    last_activity_ms: AtomicU64,
+}
+
+impl State {
+    /// Builds the state; `sessions` is created by the caller so tests can inject sources.
+    pub fn new(paths: Paths, settings: Settings, options: Options, sessions: Sessions) -> State {
+        State {
+            paths,
+            settings,
+            options,
+            pid: std::process::id(),
+            uid: nix::unistd::geteuid().as_raw(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            shutdown: sessions.shutdown_token(),
+            sessions,
+            last_activity_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a request arrived.
+    pub fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the last request arrived.
+    pub fn last_activity(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
+    }
+
+    /// The effective idle timeout.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.options
+            .idle_timeout
+            .or(self.settings.idle_timeout.map(|s| s.duration()))
+    }
+}

@@ -1,0 +1,34 @@
+//! elhaz — a credential-refreshing session authority for AWS.
+//!
+//! A long-lived daemon holds a bounded LRU of named sessions. For each it obtains temporary
+//! credentials from STS, refreshes them in the background well before they expire, and serves
+//! them from memory over a private unix socket. A thin CLI (`elhaz exec`, `elhaz
+//! credential-process`, …) talks to it with one blocking round trip.
+//!
+//! # Layout
+//!
+//! Library (this crate):
+//!
+//! - [`paths`] — every filesystem location, and `ELHAZ_HOME` / `ELHAZ_SOCKET`.
+//! - [`protocol`] — wire types shared by CLI and daemon, `PROTOCOL_VERSION`, error codes.
+//! - [`codec`] — length-delimited JSON framing with a hard size cap (async and blocking).
+//! - [`config`] — session config and `elhaz.toml` schema, validation, the atomic store.
+//! - [`client`] — connect, call, autostart; blocking `std` only (the hot path).
+//! - [`daemon`] — server (accept, peer check, limits), one handler per request, lifecycle
+//!   (lock, stale socket, socket mode, detach, signals), the session cache.
+//! - [`logging`] — the daemon's rotated log files.
+//! - [`error`] — the library's `thiserror` type and its mapping to wire error codes.
+//!
+//! Binary (`src/main.rs`): `cli` holds the clap types only; `commands/` has one function per
+//! subcommand and is the only place that uses `anyhow` and prints.
+
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod logging;
+pub mod paths;
+pub mod protocol;
+
+pub use error::Error;

@@ -1,0 +1,26 @@
+//! The `elhaz` binary: parse, run, map the outcome to an exit code — nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed stdout (e.g. `elhaz config list | head -1`) is not a failure.
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("elhaz: {err:#}");
+            commands::exit_code_for(&err)
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Every filesystem location elhaz uses, resolved in one place.
+//!
+//! Two layouts exist. The default follows the platform (via the `directories` crate): session
+//! configs and `elhaz.toml` in the config dir, logs in the state dir, and the socket, lock and
+//! pid file in the runtime dir (`$XDG_RUNTIME_DIR/elhaz` on Linux). When the runtime dir is not
+//! available we fall back to `<state dir>/run`, created 0700 by whoever needs it first.
+//!
+//! `ELHAZ_HOME=DIR` puts everything under one directory instead, which is what tests and
+//! side-by-side installs use: `DIR/configs/`, `DIR/elhaz.toml`, `DIR/run/`, `DIR/logs/`.
+//! `ELHAZ_SOCKET=PATH` overrides only the socket path (the lock and pid file stay in the run dir,
+//! so single-instance still holds per run dir).
+//!
+//! Nothing here creates anything: creation, with its modes, belongs to whoever writes.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// Environment variable that relocates every path under one directory.
+pub const ENV_HOME: &str = "ELHAZ_HOME";
+/// Environment variable that overrides the socket path only.
+pub const ENV_SOCKET: &str = "ELHAZ_SOCKET";
+
+/// The resolved set of paths.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Paths {
+    /// Directory holding one `NAME.toml` per session config.
+    pub configs_dir: PathBuf,
+    /// Global settings file (`elhaz.toml`).
+    pub settings_file: PathBuf,
+    /// Directory for the socket, lock and pid file (0700).
+    pub run_dir: PathBuf,
+    /// The daemon's unix socket.
+    pub socket: PathBuf,
+    /// `flock`ed while a daemon owns `run_dir`.
+    pub lock_file: PathBuf,
+    /// The running daemon's pid, written once it holds the lock.
+    pub pid_file: PathBuf,
+    /// Directory of the daemon's rotated log files.
+    pub log_dir: PathBuf,
+    /// Names of the sessions cached at the last shutdown, re-warmed at the next start.
+    pub warm_file: PathBuf,
+}
+
+impl Paths {
+    /// Resolves paths from the process environment.
+    pub fn from_env() -> Result<Paths, Error> {
+        Self::resolve(
+            std::env::var_os(ENV_HOME),
+            std::env::var_os(ENV_SOCKET),
+            std::env::var_os("XDG_RUNTIME_DIR"),
+        )
+    }
+
+    /// Resolves paths from explicit values (used by [`Paths::from_env`] and tests).
+    pub fn resolve(
+        home: Option<OsString>,
+        socket: Option<OsString>,
+        xdg_runtime: Option<OsString>,
+    ) -> Result<Paths, Error> {
+        let nonempty = |v: Option<OsString>| v.filter(|s| !s.is_empty()).map(PathBuf::from);
+        let mut paths = match nonempty(home) {
+            Some(home) => {
+                let home = absolute(&home)?;
+                Paths::under(&home)
+            }
+            None => Paths::platform(nonempty(xdg_runtime))?,
+        };
+        if let Some(socket) = nonempty(socket) {
+            paths.socket = absolute(&socket)?;
+        }
+        Ok(paths)
+    }
+
+    /// The `ELHAZ_HOME` layout rooted at `home`.
+    pub fn under(home: &Path) -> Paths {
+        let run_dir = home.join("run");
+        Paths {
+            configs_dir: home.join("configs"),
+            settings_file: home.join("elhaz.toml"),
+            socket: run_dir.join("elhaz.sock"),
+            lock_file: run_dir.join("elhaz.lock"),
+            pid_file: run_dir.join("elhaz.pid"),
+            warm_file: home.join("logs").join("warm-sessions"),
+            log_dir: home.join("logs"),
+            run_dir,
+        }
+    }
+
+    fn platform(xdg_runtime: Option<PathBuf>) -> Result<Paths, Error> {
+        let dirs = directories::ProjectDirs::from("", "", "elhaz").ok_or(Error::NoHome)?;
+        let config = dirs.config_dir().to_path_buf();
+        let state = dirs
+            .state_dir()
+            .unwrap_or_else(|| dirs.data_local_dir())
+            .to_path_buf();
+        // `runtime_dir()` reads XDG_RUNTIME_DIR on Linux; we take the value explicitly so that
+        // resolution is a pure function of its inputs.
+        let run_dir = match xdg_runtime {
+            Some(rt) if rt.is_absolute() => rt.join("elhaz"),
+            _ => state.join("run"),
+        };
+        Ok(Paths {
+            configs_dir: config.join("configs"),
+            settings_file: config.join("elhaz.toml"),
+            socket: run_dir.join("elhaz.sock"),
+            lock_file: run_dir.join("elhaz.lock"),
+            pid_file: run_dir.join("elhaz.pid"),
+            warm_file: state.join("warm-sessions"),
+            log_dir: state.join("logs"),
+            run_dir,
+        })
+    }
+
+    /// Path of one session config file.
+    pub fn config_file(&self, name: &str) -> PathBuf {
+        self.configs_dir.join(format!("{name}.toml"))
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(p).map_err(|source| Error::Io {
+        context: format!("cannot resolve path {}", p.display()),
+        source,
+    })
+}
+
+/// Creates `dir` (and parents) if missing; a directory we create gets exactly `mode`,
+/// whatever the umask. An existing directory is left as it is, except that `run`-style
+/// private dirs are checked by [`ensure_private_dir`].
+pub fn create_dir_mode(dir: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.is_dir()
+    {
+        create_dir_mode(parent, mode)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("cannot create directory {}", dir.display()),
+                source,
+            });
+        }
+    }
+    // The umask may have removed bits from `mode`; set it exactly.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        Error::Io {
+            context: format!("cannot set mode of {}", dir.display()),
+            source,
+        }
+    })
+}
+
+/// Makes sure `dir` exists, is owned by us and is not accessible to others.
+/// A directory of ours with looser bits is tightened to 0700; one owned by another uid is an
+/// error (we never change what we do not own).
+pub fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    create_dir_mode(dir, 0o700)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| Error::Io {
+        context: format!("cannot inspect {}", dir.display()),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Insecure(format!(
+            "{} is not a directory (a symlink?)",
+            dir.display()
+        )));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::Insecure(format!(
+            "{} is owned by uid {}, not by you (uid {me})",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| Error::Io {
+                context: format!("cannot set mode of {}", dir.display()),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_layout() {
+        let p = Paths::resolve(Some("/h".into()), None, Some("/run/user/1".into())).unwrap();
+        assert_eq!(p.configs_dir, PathBuf::from("/h/configs"));
+        assert_eq!(p.settings_file, PathBuf::from("/h/elhaz.toml"));
+        assert_eq!(p.socket, PathBuf::from("/h/run/elhaz.sock"));
+        assert_eq!(p.lock_file, PathBuf::from("/h/run/elhaz.lock"));
+        assert_eq!(p.log_dir, PathBuf::from("/h/logs"));
+        assert_eq!(p.config_file("dev"), PathBuf::from("/h/configs/dev.toml"));
+    }
+
+    #[test]
+    fn socket_override_only_moves_socket() {
+        let p = Paths::resolve(Some("/h".into()), Some("/tmp/s.sock".into()), None).unwrap();
+        assert_eq!(p.socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(p.lock_file, PathBuf::from("/h/run/elhaz.lock"));
+    }
+
+    #[test]
+    fn platform_layout_uses_runtime_dir_or_falls_back() {
+        let p = Paths::resolve(None, None, Some("/run/user/1000".into())).unwrap();
+        assert_eq!(p.socket, PathBuf::from("/run/user/1000/elhaz/elhaz.sock"));
+        let q = Paths::resolve(None, None, None).unwrap();
+        assert!(q.run_dir.ends_with("run"), "{:?}", q.run_dir);
+        assert!(q.run_dir.starts_with(q.log_dir.parent().unwrap()));
+    }
+}

@@ -1,0 +1,460 @@
+//! The wire types shared by the CLI and the daemon.
+//!
+//! Every frame is one JSON object (see [`crate::codec`] for framing). A request is
+//! `{"protocol":1,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
+//! `id` and carries either `"ok":{"kind":…}` or `"error":{"code":…,"message":…}`.
+//! `docs/protocol.md` documents every frame and `tests/fixtures/` holds golden copies.
+//!
+//! [`PROTOCOL_VERSION`] is bumped by hand whenever a frame changes incompatibly; it is not
+//! derived from the crate version (a derived formula once collapsed two releases of a peer
+//! project into one number). The daemon reads `protocol` and `id` before anything else
+//! ([`Probe`]), so a mismatched peer always gets a typed `protocol_mismatch` reply rather than a
+//! parse error.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. Bump by hand on any incompatible frame change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame (JSON payload, excluding the 4-byte length prefix) either side accepts.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// The first thing the daemon decodes from a frame: enough to answer even a peer that speaks
+/// another protocol version.
+#[derive(Debug, Deserialize)]
+pub struct Probe {
+    /// The peer's protocol version.
+    pub protocol: u32,
+    /// The request id to echo.
+    #[serde(default)]
+    pub id: u64,
+}
+
+/// A request frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// The sender's protocol version.
+    pub protocol: u32,
+    /// Echoed in the reply.
+    pub id: u64,
+    /// What is asked.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Every request the daemon understands; one handler function each in `daemon::handler`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness and version check.
+    Ping,
+    /// Daemon status: pid, version, uptime, cache occupancy.
+    Status,
+    /// Graceful shutdown.
+    Stop,
+    /// Every cached session with its state.
+    List,
+    /// Load a session config and warm its credentials.
+    Add {
+        /// Session name.
+        name: String,
+    },
+    /// Evict a session, cancelling its refresh and dropping its secrets.
+    Remove {
+        /// Session name.
+        name: String,
+    },
+    /// Temporary credentials for a session (loading it if it is not cached).
+    Credentials {
+        /// Session name.
+        name: String,
+        /// An MFA code typed by the user, when the daemon asked for one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfa_code: Option<String>,
+    },
+    /// GetCallerIdentity made with the session's own credentials.
+    Whoami {
+        /// Session name.
+        name: String,
+        /// An MFA code typed by the user, when the daemon asked for one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfa_code: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Request {
+    // Hand-written so an MFA code never reaches a log through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Ping => f.write_str("Ping"),
+            Request::Status => f.write_str("Status"),
+            Request::Stop => f.write_str("Stop"),
+            Request::List => f.write_str("List"),
+            Request::Add { name } => write!(f, "Add({name})"),
+            Request::Remove { name } => write!(f, "Remove({name})"),
+            Request::Credentials { name, mfa_code } => {
+                write!(f, "Credentials({name}, mfa={})", mfa_code.is_some())
+            }
+            Request::Whoami { name, mfa_code } => {
+                write!(f, "Whoami({name}, mfa={})", mfa_code.is_some())
+            }
+        }
+    }
+}
+
+impl Request {
+    /// A short name for logs and the audit trail.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Status => "status",
+            Request::Stop => "stop",
+            Request::List => "list",
+            Request::Add { .. } => "add",
+            Request::Remove { .. } => "remove",
+            Request::Credentials { .. } => "credentials",
+            Request::Whoami { .. } => "whoami",
+        }
+    }
+
+    /// Whether this request changes the daemon (refused to non-owner peers in shared mode).
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Request::Stop | Request::Add { .. } | Request::Remove { .. }
+        )
+    }
+}
+
+/// A reply frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyFrame {
+    /// The daemon's protocol version.
+    pub protocol: u32,
+    /// The request's id.
+    pub id: u64,
+    /// Success or failure.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// `"ok": Response` or `"error": WireError`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The request succeeded.
+    Ok(Response),
+    /// The request failed.
+    Error(WireError),
+}
+
+/// Successful replies, one per request kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// Reply to [`Request::Ping`].
+    Pong {
+        /// Daemon crate version.
+        version: String,
+        /// Daemon pid.
+        pid: u32,
+    },
+    /// Reply to [`Request::Status`].
+    Status(StatusInfo),
+    /// Reply to [`Request::Stop`]: the daemon is shutting down.
+    Stopping {
+        /// Daemon pid, so the caller can wait for it to exit.
+        pid: u32,
+    },
+    /// Reply to [`Request::List`].
+    Sessions {
+        /// Cached sessions, most recently used first.
+        sessions: Vec<SessionInfo>,
+    },
+    /// Reply to [`Request::Add`].
+    Added {
+        /// The session as it is now.
+        session: SessionInfo,
+    },
+    /// Reply to [`Request::Remove`].
+    Removed {
+        /// Session name.
+        name: String,
+        /// Whether it was cached.
+        was_cached: bool,
+    },
+    /// Reply to [`Request::Credentials`].
+    Credentials(WireCredentials),
+    /// Reply to [`Request::Whoami`].
+    Identity(Identity),
+}
+
+/// Daemon status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// Daemon pid.
+    pub pid: u32,
+    /// Daemon crate version.
+    pub version: String,
+    /// Daemon protocol version.
+    pub protocol: u32,
+    /// Socket the daemon listens on.
+    pub socket: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Sessions cached.
+    pub sessions: usize,
+    /// Cache capacity.
+    pub capacity: usize,
+    /// Idle timeout in seconds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+}
+
+/// One cached session as `daemon list` shows it. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session name.
+    pub name: String,
+    /// `fresh`, `refreshing`, `stale`, `failed` or `loading`.
+    pub state: String,
+    /// Where the base credentials come from (`default`, `profile`, `session`, `keyring`,
+    /// `web_identity`).
+    pub source: String,
+    /// Expiration of the held credentials (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    /// When the next background refresh is due (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh: Option<String>,
+    /// The last refresh error, if the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Credential requests served.
+    pub hits: u64,
+    /// STS calls made for this session.
+    #[serde(default)]
+    pub sts_calls: u64,
+    /// A warning about the config (e.g. a duration too short for botocore's refresh window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Temporary credentials on the wire. `Debug` redacts the secret parts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCredentials {
+    /// Access key id (`ASIA…`).
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub session_token: String,
+    /// Expiration, RFC 3339 UTC with a trailing `Z`.
+    pub expiration: String,
+    /// The account the credentials belong to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// The config's region, for consumers that export it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl std::fmt::Debug for WireCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
+impl Drop for WireCredentials {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret_access_key.zeroize();
+        self.session_token.zeroize();
+    }
+}
+
+/// The caller identity of a session's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Account id.
+    pub account: String,
+    /// Caller ARN (the assumed role for role sessions).
+    pub arn: String,
+    /// Unique user id.
+    pub user_id: String,
+    /// Expiration of the credentials used.
+    pub expiration: String,
+}
+
+/// Machine-readable error codes. New codes may be added within a protocol version; a client
+/// that does not know a code sees [`ErrorCode::Unknown`] and still prints the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame could not be decoded or the request is malformed.
+    BadRequest,
+    /// The peer speaks another protocol version; `protocol` holds the daemon's.
+    ProtocolMismatch,
+    /// A frame exceeded [`MAX_FRAME_LEN`].
+    FrameTooLarge,
+    /// The peer is not allowed to use this daemon or this request.
+    PermissionDenied,
+    /// No such session config.
+    NotFound,
+    /// A session config already exists.
+    Conflict,
+    /// A session config is invalid.
+    InvalidConfig,
+    /// The session needs an MFA code; `mfa_serial` names the device.
+    MfaRequired,
+    /// The MFA code was rejected or the MFA command failed.
+    MfaFailed,
+    /// STS (or the source of base credentials) denied access.
+    AccessDenied,
+    /// The base credentials are expired or invalid.
+    InvalidCredentials,
+    /// STS throttled us.
+    Throttled,
+    /// STS could not be reached or timed out.
+    Unavailable,
+    /// Another STS failure.
+    UpstreamError,
+    /// The source of base credentials failed (profile, keyring, web identity token…).
+    SourceError,
+    /// The only credentials we have are expired; they are never served.
+    Expired,
+    /// A rate limit for this session or client was hit.
+    RateLimited,
+    /// The daemon is at its connection limit.
+    Busy,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// A bug or unexpected failure inside the daemon.
+    Internal,
+    /// A code this client does not know (from a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code's wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::ProtocolMismatch => "protocol_mismatch",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::MfaRequired => "mfa_required",
+            ErrorCode::MfaFailed => "mfa_failed",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Throttled => "throttled",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::SourceError => "source_error",
+            ErrorCode::Expired => "expired",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Busy => "busy",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+/// An error reply: a code to branch on and a message to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable message (upstream messages included verbatim).
+    pub message: String,
+    /// For `protocol_mismatch`: the daemon's protocol version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    /// For `mfa_required`: the MFA device serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_serial: Option<String>,
+}
+
+impl WireError {
+    /// A plain error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
+        WireError {
+            code,
+            message: message.into(),
+            protocol: None,
+            mfa_serial: None,
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The protocol version is bumped by hand. If this test fails you changed it: make sure the
+    /// change is deliberate, update docs/protocol.md, the golden fixtures and CHANGELOG.md.
+    #[test]
+    fn protocol_version_is_pinned() {
+        assert_eq!(PROTOCOL_VERSION, 1);
+    }
+
+    #[test]
+    fn request_frame_shape() {
+        let f = RequestFrame {
+            protocol: 1,
+            id: 7,
+            request: Request::Credentials {
+                name: "dev".into(),
+                mfa_code: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"protocol":1,"id":7,"op":"credentials","name":"dev"}"#
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let r = Request::Credentials {
+            name: "dev".into(),
+            mfa_code: Some("123456".into()),
+        };
+        assert!(!format!("{r:?}").contains("123456"));
+        let c = WireCredentials {
+            access_key_id: "ASIA".into(),
+            secret_access_key: "s3cr3t".into(),
+            session_token: "t0k3n".into(),
+            expiration: "x".into(),
+            account_id: None,
+            region: None,
+        };
+        let d = format!("{c:?}");
+        assert!(!d.contains("s3cr3t") && !d.contains("t0k3n"));
+    }
+
+    #[test]
+    fn unknown_error_code_still_decodes() {
+        let w: WireError =
+            serde_json::from_str(r#"{"code":"from_the_future","message":"m"}"#).unwrap();
+        assert_eq!(w.code, ErrorCode::Unknown);
+    }
+}
