@@ -27,6 +27,29 @@ pub enum Command {
     /// Manage session configs.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Print credentials as AWS credential_process JSON (the hot path).
+    CredentialProcess(NameArg),
+    /// Run a command with the session's credentials in its environment.
+    Exec(ExecArgs),
+    /// Print the session's credentials (env lines, JSON or credential_process JSON).
+    Export {
+        #[command(flatten)]
+        name: NameArg,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Env)]
+        format: Format,
+    },
+    /// Show the identity (account, ARN, user id) behind a session's credentials.
+    Whoami {
+        #[command(flatten)]
+        name: NameArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage long-term access keys in the OS keyring.
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
     /// Show every resolved path.
     Paths {
         /// Print JSON.
@@ -200,9 +223,63 @@ pub struct ConfigAddArgs {
     pub sts_region: Option<String>,
 }
 
-/// Output format of `export` (used by later commands).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-#[allow(dead_code)]
+/// A session name, positional or as `-n/--name`.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Session name (default: $ELHAZ_SESSION, then `default_session`, then the only config).
+    #[arg(value_name = "NAME", conflicts_with = "name_flag")]
+    pub name: Option<String>,
+    /// Session name (as Python elhaz users type it).
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name_flag: Option<String>,
+}
+
+impl NameArg {
+    /// The name given, if any.
+    pub fn given(&self) -> Option<&str> {
+        self.name.as_deref().or(self.name_flag.as_deref())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+    /// Let the child's AWS SDKs fetch (and refresh) credentials through elhaz via a
+    /// generated credential_process profile, instead of static environment variables.
+    #[arg(long)]
+    pub refreshing: bool,
+    /// Run even inside an elhaz session of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyringCmd {
+    /// Store long-term access keys (read from the terminal, or two lines on stdin:
+    /// access key id, then secret access key).
+    Set {
+        /// Entry name.
+        entry: String,
+    },
+    /// Delete an entry.
+    Remove {
+        /// Entry name.
+        entry: String,
+    },
+    /// List entries created with `elhaz keyring set` (names only).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Output format of `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// `export VAR=…` lines.
     Env,

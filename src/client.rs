@@ -77,10 +77,14 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| Error::io("cannot start the async runtime", e))?;
-        let sessions = {
-            let _guard = runtime.enter();
-            Sessions::new(Store::new(paths.configs_dir.clone()), settings.capacity())
-        };
+        let _ = crate::keyring::init();
+        let fetcher = runtime.block_on(crate::sts::StsFetcher::load());
+        let sessions = Sessions::new(
+            Store::new(paths.configs_dir.clone()),
+            settings.capacity(),
+            Arc::new(fetcher),
+            Duration::from_secs(settings.refresh_window()),
+        );
         let state = Arc::new(State::new(
             paths.clone(),
             settings,

@@ -15,7 +15,12 @@
 //! - [`config`] — session config and `elhaz.toml` schema, validation, the atomic store.
 //! - [`client`] — connect, call, autostart; blocking `std` only (the hot path).
 //! - [`daemon`] — server (accept, peer check, limits), one handler per request, lifecycle
-//!   (lock, stale socket, socket mode, detach, signals), the session cache.
+//!   (lock, stale socket, socket mode, detach, signals), and the credential engine
+//!   (`daemon::sessions`: bounded LRU, single-flight fetches, background refresh-ahead).
+//! - [`sts`] — the `Fetch` trait and its AWS STS implementation: sources, AssumeRole,
+//!   GetSessionToken, web identity, MFA sessions, error classification.
+//! - [`credentials`] — secret types (redacting, zeroizing) and RFC 3339 formatting.
+//! - [`keyring`] — long-term keys in the OS keyring.
 //! - [`logging`] — the daemon's rotated log files.
 //! - [`error`] — the library's `thiserror` type and its mapping to wire error codes.
 //!
@@ -25,10 +30,13 @@
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod error;
+pub mod keyring;
 pub mod logging;
 pub mod paths;
 pub mod protocol;
+pub mod sts;
 
 pub use error::Error;

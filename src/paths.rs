@@ -43,6 +43,9 @@ pub struct Paths {
     pub log_dir: PathBuf,
     /// Names of the sessions cached at the last shutdown, re-warmed at the next start.
     pub warm_file: PathBuf,
+    /// Names (never secrets) of keyring entries created by `elhaz keyring set`; some stores
+    /// cannot be searched.
+    pub keyring_index: PathBuf,
 }
 
 impl Paths {
@@ -85,6 +88,7 @@ impl Paths {
             lock_file: run_dir.join("elhaz.lock"),
             pid_file: run_dir.join("elhaz.pid"),
             warm_file: home.join("logs").join("warm-sessions"),
+            keyring_index: home.join("keyring-entries"),
             log_dir: home.join("logs"),
             run_dir,
         }
@@ -110,6 +114,7 @@ impl Paths {
             lock_file: run_dir.join("elhaz.lock"),
             pid_file: run_dir.join("elhaz.pid"),
             warm_file: state.join("warm-sessions"),
+            keyring_index: config.join("keyring-entries"),
             log_dir: state.join("logs"),
             run_dir,
         })

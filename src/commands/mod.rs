@@ -9,7 +9,9 @@ use elhaz::paths::Paths;
 use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd};
 
 mod config;
+mod consume;
 mod daemon;
+mod keyring;
 
 /// Exit code: the daemon is not running (`daemon status`).
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -34,6 +36,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ConfigCmd::Show { name, json } => config::show(&paths, &name, json),
             ConfigCmd::Edit { name } => config::edit(&paths, &name),
         },
+        Command::CredentialProcess(name) => consume::credential_process(&paths, &name),
+        Command::Exec(args) => consume::exec(&paths, args),
+        Command::Export { name, format } => consume::export(&paths, &name, format),
+        Command::Whoami { name, json } => consume::whoami(&paths, &name, json),
+        Command::Keyring(cmd) => keyring::run(&paths, cmd),
         Command::Paths { json } => show_paths(&paths, json),
     }
 }

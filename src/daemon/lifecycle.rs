@@ -180,13 +180,23 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
 
     let capacity = options.capacity.unwrap_or(settings.capacity());
+    // Keyrings are per thread: join ours before the runtime's threads exist.
+    if let Err(e) = crate::keyring::init() {
+        tracing::warn!(error = %e, "keyring sources will not work");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("elhaz-worker")
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let sessions = Sessions::new(Store::new(paths.configs_dir.clone()), capacity);
+    let fetcher = runtime.block_on(crate::sts::StsFetcher::load());
+    let sessions = Sessions::new(
+        Store::new(paths.configs_dir.clone()),
+        capacity,
+        Arc::new(fetcher),
+        Duration::from_secs(settings.refresh_window()),
+    );
     let state = Arc::new(State::new(paths.clone(), settings, options, sessions));
     tracing::info!(
         pid = state.pid,
