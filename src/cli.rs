@@ -47,6 +47,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a subshell whose AWS SDK calls fetch (and refresh) credentials through elhaz.
+    Shell {
+        #[command(flatten)]
+        name: NameArg,
+        /// Start even inside an elhaz session of the same name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Wire elhaz into other tools.
+    #[command(subcommand)]
+    Setup(SetupCmd),
     /// Manage long-term access keys in the OS keyring.
     #[command(subcommand)]
     Keyring(KeyringCmd),
@@ -255,6 +266,22 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCmd {
+    /// Add or update a `credential_process` profile for a session in the AWS config file
+    /// ($AWS_CONFIG_FILE or ~/.aws/config), keeping every other line; backs up the old file.
+    AwsProfile {
+        /// Session name.
+        name: String,
+        /// Profile name (default: the session name; `default` for [default]).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Only print the stanza.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -208,11 +208,33 @@ fn check_nesting(name: &str, force: bool) -> Result<()> {
 }
 
 pub fn exec(paths: &Paths, args: ExecArgs) -> Result<ExitCode> {
-    use std::os::unix::process::CommandExt;
     let name = resolve_name(paths, args.name.given())?;
     check_nesting(&name, args.force)?;
-    let (prog, rest) = args
-        .command
+    run_in_session(paths, &name, &args.command, args.refreshing)
+}
+
+/// `elhaz shell`: the user's shell, with SDK calls refreshing through a credential_process
+/// profile (not a prompt hook: nothing runs per prompt) and `ELHAZ_SESSION` as the marker.
+pub fn shell(paths: &Paths, name: &NameArg, force: bool) -> Result<ExitCode> {
+    let name = resolve_name(paths, name.given())?;
+    check_nesting(&name, force)?;
+    let sh = std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
+    eprintln!("elhaz: entering session {name:?} (exit the shell to leave it)");
+    run_in_session(paths, &name, &[sh], true)
+}
+
+/// Replaces this process with `command` running in session `name`'s environment.
+fn run_in_session(
+    paths: &Paths,
+    name: &str,
+    command: &[std::ffi::OsString],
+    refreshing: bool,
+) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let name = name.to_string();
+    let (prog, rest) = command
         .split_first()
         .ok_or_else(|| anyhow!("give the command to run after `--`"))?;
     let mut cmd = std::process::Command::new(prog);
@@ -220,7 +242,7 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<ExitCode> {
     for k in OVERRIDING {
         cmd.env_remove(k);
     }
-    if args.refreshing {
+    if refreshing {
         // Fetch once now so errors (and MFA prompts) happen here, not inside the child's SDK.
         let creds = fetch(paths, &name)?;
         let file = refreshing_config(paths, &name, creds.region.as_deref())?;
@@ -255,11 +277,21 @@ fn refreshing_config(paths: &Paths, name: &str, region: Option<&str>) -> Result<
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
         .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join(".aws/config")));
+    let user_text = user_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
+    // Without a region of its own, the session inherits the region of the profile the user
+    // was in (AWS_PROFILE, else default), as that is what the child would have used.
+    let current = std::env::var("AWS_PROFILE")
+        .or_else(|_| std::env::var("AWS_DEFAULT_PROFILE"))
+        .unwrap_or_else(|_| "default".into());
+    let region = region
+        .map(str::to_string)
+        .or_else(|| super::setup::profile_value(&user_text, &current, "region"));
     let mut text = String::new();
-    if let Some(f) = &user_file
-        && let Ok(s) = std::fs::read_to_string(f)
     {
-        for line in s.lines() {
+        for line in user_text.lines() {
             let key = line.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
             if matches!(
                 key.as_str(),
@@ -282,7 +314,7 @@ fn refreshing_config(paths: &Paths, name: &str, region: Option<&str>) -> Result<
         "\n[profile {}]\ncredential_process = {exe} credential-process {name}\n",
         profile_name(name)
     ));
-    if let Some(r) = region {
+    if let Some(r) = &region {
         text.push_str(&format!("region = {r}\n"));
     }
     elhaz::paths::ensure_private_dir(&paths.run_dir)?;

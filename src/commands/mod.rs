@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use anyhow::Result;
 use elhaz::paths::Paths;
 
-use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd};
+use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
 
 mod config;
 mod consume;
 mod daemon;
 mod keyring;
+mod setup;
 
 /// Exit code: the daemon is not running (`daemon status`).
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -40,6 +41,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec(args) => consume::exec(&paths, args),
         Command::Export { name, format } => consume::export(&paths, &name, format),
         Command::Whoami { name, json } => consume::whoami(&paths, &name, json),
+        Command::Shell { name, force } => consume::shell(&paths, &name, force),
+        Command::Setup(SetupCmd::AwsProfile {
+            name,
+            profile,
+            print,
+        }) => setup::aws_profile(&paths, &name, profile.as_deref(), print),
         Command::Keyring(cmd) => keyring::run(&paths, cmd),
         Command::Paths { json } => show_paths(&paths, json),
     }
