@@ -99,6 +99,9 @@ pub enum DaemonCmd {
         /// Keep printing new lines (across rotation).
         #[arg(short, long)]
         follow: bool,
+        /// Show the audit trail (every credential served) instead.
+        #[arg(long)]
+        audit: bool,
     },
     /// Load a session into the daemon and warm its credentials.
     Add {

@@ -764,6 +764,9 @@ pub struct Settings {
     /// Number of daily log files kept (default 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_files: Option<usize>,
+    /// Re-warm the sessions that were cached when the daemon last stopped (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewarm: Option<bool>,
 }
 
 /// Default cache capacity.
@@ -830,6 +833,10 @@ impl Settings {
     /// Log files kept.
     pub fn log_files(&self) -> usize {
         self.log_files.unwrap_or(DEFAULT_LOG_FILES)
+    }
+    /// Whether to re-warm sessions after a restart.
+    pub fn rewarm(&self) -> bool {
+        self.rewarm.unwrap_or(true)
     }
 }
 

@@ -1,31 +1,49 @@
-//! The daemon's log: tracing to daily-rotated files (`logs/elhaz.YYYY-MM-DD.log`) with a
-//! bounded number kept, written by a background thread so logging never blocks a request.
-//! Credential-serving events go to the `elhaz::audit` target. Nothing secret is ever logged:
-//! secret types redact themselves in `Debug`/`Display`.
+//! The daemon's logs: tracing to daily-rotated files with a bounded number kept, written by
+//! background threads so logging never blocks a request.
 //!
-//! The filter comes from `ELHAZ_LOG` (tracing's env-filter syntax), default `info`.
+//! Two streams: the operational log (`logs/elhaz.YYYY-MM-DD.log`) and the audit trail
+//! (`logs/audit.YYYY-MM-DD.log`), which records every credential served — time, session,
+//! peer uid/pid and executable — from events on the `elhaz::audit` target. Nothing secret is
+//! ever logged: secret types redact themselves, and events carry names, never values.
+//!
+//! The operational filter comes from `ELHAZ_LOG` (tracing's env-filter syntax), default
+//! `info`; the audit stream is always on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::{Targets, filter_fn};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::error::Error;
 
-/// Log file name prefix.
+/// Operational log file name prefix.
 pub const LOG_PREFIX: &str = "elhaz";
+/// Audit log file name prefix.
+pub const AUDIT_PREFIX: &str = "audit";
 /// Log file name suffix.
 pub const LOG_SUFFIX: &str = "log";
+/// The tracing target of audit events.
+pub const AUDIT_TARGET: &str = "elhaz::audit";
 
-/// Installs the daemon's subscriber. Keep the guard alive until exit (it flushes on drop).
-pub fn init_daemon(log_dir: &Path, keep: usize, also_stderr: bool) -> Result<WorkerGuard, Error> {
-    crate::paths::create_dir_mode(log_dir, 0o700)?;
-    let appender = Builder::new()
+/// Keeps the log writers alive; flushes on drop.
+#[derive(Debug)]
+pub struct Guards {
+    _main: WorkerGuard,
+    _audit: WorkerGuard,
+}
+
+fn appender(
+    log_dir: &Path,
+    prefix: &str,
+    keep: usize,
+) -> Result<tracing_appender::rolling::RollingFileAppender, Error> {
+    Builder::new()
         .rotation(Rotation::DAILY)
-        .filename_prefix(LOG_PREFIX)
+        .filename_prefix(prefix)
         .filename_suffix(LOG_SUFFIX)
         .max_log_files(keep)
         .build(log_dir)
@@ -34,29 +52,49 @@ pub fn init_daemon(log_dir: &Path, keep: usize, also_stderr: bool) -> Result<Wor
                 format!("cannot open logs in {}", log_dir.display()),
                 std::io::Error::other(e),
             )
-        })?;
-    let (writer, guard) = tracing_appender::non_blocking(appender);
+        })
+}
+
+/// Installs the daemon's subscriber. Keep the guards alive until exit.
+pub fn init_daemon(log_dir: &Path, keep: usize, also_stderr: bool) -> Result<Guards, Error> {
+    crate::paths::create_dir_mode(log_dir, 0o700)?;
+    let (main, main_guard) = tracing_appender::non_blocking(appender(log_dir, LOG_PREFIX, keep)?);
+    let (audit, audit_guard) =
+        tracing_appender::non_blocking(appender(log_dir, AUDIT_PREFIX, keep)?);
     let filter = EnvFilter::try_from_env("ELHAZ_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let file_layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+    let not_audit = filter_fn(|m| m.target() != AUDIT_TARGET);
+    let main_layer = tracing_subscriber::fmt::layer()
+        .with_writer(main)
         .with_ansi(false)
-        .with_target(true);
+        .with_target(true)
+        .with_filter(filter)
+        .with_filter(not_audit.clone());
+    let audit_layer = tracing_subscriber::fmt::layer()
+        .with_writer(audit)
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO));
     let stderr_layer = also_stderr.then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
+            .with_filter(EnvFilter::try_from_env("ELHAZ_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+            .with_filter(not_audit)
     });
-    // A second init (in-process mode inside tests) is harmless; ignore it.
+    // A second init (the in-process broker inside a test) is harmless; ignore it.
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(file_layer)
+        .with(main_layer)
+        .with(audit_layer)
         .with(stderr_layer)
         .try_init();
-    Ok(guard)
+    Ok(Guards {
+        _main: main_guard,
+        _audit: audit_guard,
+    })
 }
 
-/// Log files in `log_dir`, oldest first (names sort by date).
-pub fn log_files(log_dir: &Path) -> Vec<std::path::PathBuf> {
+/// Log files with `prefix` in `log_dir`, oldest first (names sort by date).
+pub fn files_with_prefix(log_dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(log_dir)
         .into_iter()
         .flatten()
@@ -65,9 +103,14 @@ pub fn log_files(log_dir: &Path) -> Vec<std::path::PathBuf> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(LOG_PREFIX) && n.ends_with(LOG_SUFFIX))
+                .is_some_and(|n| n.starts_with(&format!("{prefix}.")) && n.ends_with(LOG_SUFFIX))
         })
         .collect();
     files.sort();
     files
+}
+
+/// Operational log files, oldest first.
+pub fn log_files(log_dir: &Path) -> Vec<PathBuf> {
+    files_with_prefix(log_dir, LOG_PREFIX)
 }

@@ -272,8 +272,14 @@ pub fn remove(paths: &Paths, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logs(paths: &Paths, lines: usize, follow: bool) -> Result<ExitCode> {
-    let files = elhaz::logging::log_files(&paths.log_dir);
+pub fn logs(paths: &Paths, lines: usize, follow: bool, audit: bool) -> Result<ExitCode> {
+    let prefix = if audit {
+        elhaz::logging::AUDIT_PREFIX
+    } else {
+        elhaz::logging::LOG_PREFIX
+    };
+    let list = || elhaz::logging::files_with_prefix(&paths.log_dir, prefix);
+    let files = list();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     // Tail: walk files newest first until we have enough lines.
@@ -326,7 +332,7 @@ pub fn logs(paths: &Paths, lines: usize, follow: bool) -> Result<ExitCode> {
                 pos = len;
             }
         }
-        let newest = elhaz::logging::log_files(&paths.log_dir).last().cloned();
+        let newest = list().last().cloned();
         if newest.is_some() && newest != current {
             current = newest;
             pos = 0;

@@ -26,7 +26,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             DaemonCmd::Stop { timeout } => daemon::stop(&paths, timeout),
             DaemonCmd::Status { json } => daemon::status(&paths, json),
             DaemonCmd::List { json } => daemon::list(&paths, json),
-            DaemonCmd::Logs { lines, follow } => daemon::logs(&paths, lines, follow),
+            DaemonCmd::Logs {
+                lines,
+                follow,
+                audit,
+            } => daemon::logs(&paths, lines, follow, audit),
             DaemonCmd::Add { name } => daemon::add(&paths, &name),
             DaemonCmd::Remove { name } => daemon::remove(&paths, &name),
         },

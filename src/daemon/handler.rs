@@ -55,7 +55,7 @@ fn status(state: &State) -> Result<Response, WireError> {
 
 /// The connection task cancels `state.shutdown` once this reply is written.
 fn stop(state: &State, peer: Peer) -> Result<Response, WireError> {
-    tracing::info!(peer_uid = peer.uid, peer_pid = ?peer.pid, "stop requested");
+    tracing::info!(peer_uid = peer.uid, peer_pid = peer.pid.unwrap_or(-1), "stop requested");
     Ok(Response::Stopping { pid: state.pid })
 }
 
@@ -90,7 +90,7 @@ async fn credentials(
         target: "elhaz::audit",
         session = name,
         peer_uid = peer.uid,
-        peer_pid = ?peer.pid,
+        peer_pid = peer.pid.unwrap_or(-1),
         peer_exe = %peer_exe(peer.pid),
         expiration = %creds.expiration,
         "credentials served"

@@ -213,6 +213,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
             tokio::spawn(idle_watch(state.clone(), idle));
         }
         let signals = shutdown_signals()?;
+        rewarm(&state);
         if detached {
             signal_ready();
         }
@@ -225,6 +226,50 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     drop(state);
     drop(lock);
     result
+}
+
+/// Records the names (never the credentials) of the cached sessions, so the next start can
+/// re-warm them.
+pub fn record_warm(state: &State) {
+    let names = state.sessions.names();
+    if names.is_empty() || !state.settings.rewarm() {
+        let _ = std::fs::remove_file(&state.paths.warm_file);
+        return;
+    }
+    if let Some(dir) = state.paths.warm_file.parent() {
+        let _ = paths::create_dir_mode(dir, 0o700);
+    }
+    let mut text = names.join("\n");
+    text.push('\n');
+    if let Err(e) = config::atomic_write(&state.paths.warm_file, text.as_bytes()) {
+        tracing::warn!(error = %e, "cannot record the cached sessions");
+    }
+}
+
+/// Re-warms the sessions recorded at the last shutdown, in the background.
+fn rewarm(state: &Arc<State>) {
+    if !state.settings.rewarm() {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(&state.paths.warm_file) else {
+        return;
+    };
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|n| config::validate_name(n).is_ok())
+        .map(String::from)
+        .collect();
+    let sessions = state.sessions.clone();
+    tokio::spawn(async move {
+        // Least recently used first, so the LRU order survives the restart.
+        for name in names.into_iter().rev() {
+            match sessions.add(&name).await {
+                Ok(_) => tracing::info!(session = %name, "re-warmed after restart"),
+                Err(e) => tracing::warn!(session = %name, error = %e.message, "cannot re-warm"),
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.

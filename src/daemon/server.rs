@@ -87,6 +87,7 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; abandoning them");
     }
+    crate::daemon::lifecycle::record_warm(&state);
     state.sessions.clear();
 }
 
@@ -102,7 +103,7 @@ fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
     if peer.uid != state.uid {
         tracing::warn!(
             peer_uid = peer.uid,
-            peer_pid = ?peer.pid,
+            peer_pid = peer.pid.unwrap_or(-1),
             "refused connection from another uid"
         );
         return Err(format!(
@@ -139,7 +140,7 @@ async fn connection(stream: UnixStream, state: &Arc<State>) {
         };
         let bytes = match next {
             Err(_) => {
-                tracing::debug!(peer_pid = ?peer.pid, "closing a connection that sent no frame in time");
+                tracing::debug!(peer_pid = peer.pid.unwrap_or(-1), "closing a connection that sent no frame in time");
                 return;
             }
             Ok(None) => return,
@@ -148,7 +149,7 @@ async fn connection(stream: UnixStream, state: &Arc<State>) {
                     .get_ref()
                     .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
                 if too_large {
-                    tracing::warn!(peer_pid = ?peer.pid, "refused an oversized frame");
+                    tracing::warn!(peer_pid = peer.pid.unwrap_or(-1), "refused an oversized frame");
                     let err = WireError::new(
                         ErrorCode::FrameTooLarge,
                         format!(
