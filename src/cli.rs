@@ -129,6 +129,18 @@ pub struct StartArgs {
     /// Exit after this long without requests, e.g. 30m (overrides elhaz.toml).
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Serve other users on the shared socket per `[shared]` in elhaz.toml.
+    #[arg(long)]
+    pub shared: bool,
+    /// Shared socket mode, octal (default 0660).
+    #[arg(long, env = "ELHAZ_SOCKET_MODE", value_name = "MODE", requires = "shared")]
+    pub socket_mode: Option<String>,
+    /// Shared socket directory mode when elhaz creates it, octal (default 0750).
+    #[arg(long, env = "ELHAZ_SOCKET_DIR_MODE", value_name = "MODE", requires = "shared")]
+    pub socket_dir_mode: Option<String>,
+    /// Group owning the shared socket.
+    #[arg(long, value_name = "GROUP", requires = "shared")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

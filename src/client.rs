@@ -90,7 +90,7 @@ impl Client {
             settings,
             Options::default(),
             sessions,
-        ));
+        )?);
         Ok(Client {
             transport: Transport::InProcess(Box::new(InProcess { runtime, state })),
             next_id: 1,
@@ -106,6 +106,7 @@ impl Client {
                 let peer = crate::daemon::handler::Peer {
                     uid: p.state.uid,
                     pid: Some(std::process::id() as i32),
+                    access: crate::daemon::policy::Access::Owner,
                 };
                 let state = p.state.clone();
                 p.runtime
@@ -183,8 +184,25 @@ pub fn connect_or_start(paths: &Paths) -> Result<Client, Error> {
     if no_daemon() {
         return Client::in_process(paths);
     }
+    if let Some(c) = connect_existing(paths)? {
+        return Ok(c);
+    }
+    if !autostart_enabled() {
+        return Err(Error::NotRunning(format!(
+            "the elhaz daemon is not running and {ENV_AUTOSTART}=0: start it with `elhaz daemon start`"
+        )));
+    }
+    start_daemon(paths, &paths.socket, &[])?;
+    Client::connect(&paths.socket)
+        .map_err(|e| Error::io(format!("cannot connect to {}", paths.socket.display()), e))
+}
+
+/// Connects to a running daemon without starting one; `Ok(None)` when none runs. Without a
+/// personal daemon (and without `ELHAZ_SOCKET`), a shared daemon's socket is used if one
+/// answers — and then nothing is ever autostarted.
+pub fn connect_existing(paths: &Paths) -> Result<Option<Client>, Error> {
     match Client::connect(&paths.socket) {
-        Ok(c) => return Ok(c),
+        Ok(c) => return Ok(Some(c)),
         Err(e) if !is_not_running(&e) => {
             return Err(Error::io(
                 format!("cannot connect to {}", paths.socket.display()),
@@ -193,26 +211,38 @@ pub fn connect_or_start(paths: &Paths) -> Result<Client, Error> {
         }
         Err(_) => {}
     }
-    if !autostart_enabled() {
-        return Err(Error::NotRunning(format!(
-            "the elhaz daemon is not running and {ENV_AUTOSTART}=0: start it with `elhaz daemon start`"
-        )));
+    if paths.socket_explicit {
+        return Ok(None);
     }
-    start_daemon(paths, &[])?;
-    Client::connect(&paths.socket)
-        .map_err(|e| Error::io(format!("cannot connect to {}", paths.socket.display()), e))
+    for shared in shared_sockets(paths) {
+        if shared == paths.socket {
+            continue;
+        }
+        match Client::connect(&shared) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if is_not_running(&e) || e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot connect to {}", shared.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(None)
 }
 
-/// Connects to a running daemon without starting one; `Ok(None)` when none runs.
-pub fn connect_existing(paths: &Paths) -> Result<Option<Client>, Error> {
-    match Client::connect(&paths.socket) {
-        Ok(c) => Ok(Some(c)),
-        Err(e) if is_not_running(&e) => Ok(None),
-        Err(e) => Err(Error::io(
-            format!("cannot connect to {}", paths.socket.display()),
-            e,
-        )),
+/// Where a shared daemon may listen: `ELHAZ_SHARED_SOCKET` / the default, and — for the
+/// daemon's own user — `[shared] socket` of its `elhaz.toml`.
+fn shared_sockets(paths: &Paths) -> Vec<std::path::PathBuf> {
+    let mut v = vec![paths.shared_socket.clone()];
+    if let Ok(settings) = crate::config::Settings::load(&paths.settings_file)
+        && let Some(s) = settings.shared.and_then(|s| s.socket)
+        && !v.contains(&s)
+    {
+        v.push(s);
     }
+    v
 }
 
 /// Errors that mean "no daemon listens there".
@@ -232,10 +262,12 @@ pub enum Started {
     Already(u32),
 }
 
-/// Pings the daemon: its pid if it answers.
-pub fn ping(paths: &Paths) -> Result<Option<u32>, Error> {
-    let Some(mut c) = connect_existing(paths)? else {
-        return Ok(None);
+/// Pings the daemon listening on `socket`: its pid if it answers.
+pub fn ping(socket: &Path) -> Result<Option<u32>, Error> {
+    let mut c = match Client::connect(socket) {
+        Ok(c) => c,
+        Err(e) if is_not_running(&e) => return Ok(None),
+        Err(e) => return Err(Error::io(format!("cannot connect to {}", socket.display()), e)),
     };
     match c.call(Request::Ping)? {
         Response::Pong { pid, .. } => Ok(Some(pid)),
@@ -245,10 +277,10 @@ pub fn ping(paths: &Paths) -> Result<Option<u32>, Error> {
     }
 }
 
-/// Starts a detached daemon and returns once its socket accepts, or with the daemon's own
+/// Starts a detached daemon and returns once `socket` accepts, or with the daemon's own
 /// start-up error. `extra` are additional `daemon start` flags (e.g. `--capacity 8`).
-pub fn start_daemon(paths: &Paths, extra: &[String]) -> Result<Started, Error> {
-    if let Some(pid) = ping(paths)? {
+pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<Started, Error> {
+    if let Some(pid) = ping(socket)? {
         return Ok(Started::Already(pid));
     }
     let exe =
@@ -284,7 +316,7 @@ pub fn start_daemon(paths: &Paths, extra: &[String]) -> Result<Started, Error> {
     // some daemon holds the lock, wait for the socket to accept.
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if let Some(pid) = ping(paths)? {
+        if let Some(pid) = ping(socket)? {
             return Ok(if text.contains("already running") {
                 Started::Already(pid)
             } else {

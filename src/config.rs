@@ -767,6 +767,64 @@ pub struct Settings {
     /// Re-warm the sessions that were cached when the daemon last stopped (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewarm: Option<bool>,
+    /// Most connections one client uid may hold at once (default: no limit beyond
+    /// `max_connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
+    /// Most credential requests per second for one session (default: unlimited). Bursts up
+    /// to the same number are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    /// `daemon start --shared`: a daemon for a dedicated user, serving other users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedSettings>,
+}
+
+/// Default socket of a shared daemon (discovered by the CLI when no personal daemon runs).
+pub const DEFAULT_SHARED_SOCKET: &str = "/run/elhaz/elhaz.sock";
+/// Default mode of a shared daemon's socket.
+pub const DEFAULT_SHARED_SOCKET_MODE: u32 = 0o660;
+/// Default mode of a shared daemon's socket directory (when the daemon creates it).
+pub const DEFAULT_SHARED_DIR_MODE: u32 = 0o750;
+
+/// `[shared]` in `elhaz.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSettings {
+    /// Socket path (default `/run/elhaz/elhaz.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// Socket mode (default `0o660`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<u32>,
+    /// Mode of the socket directory when the daemon creates it (default `0o750`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_dir_mode: Option<u32>,
+    /// Group owning the socket (and the directory, when the daemon creates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Who besides the daemon's own user may ask, and for which sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AllowRule>,
+}
+
+/// One `[[shared.allow]]` rule: a principal (exactly one of `uid`, `user`, `group`) and the
+/// sessions it may use (`"*"` for all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// A numeric uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// A user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A group name: its members (primary or supplementary) match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Sessions this principal may fetch; `"*"` allows all.
+    #[serde(default)]
+    pub sessions: Vec<String>,
 }
 
 /// Default cache capacity.
@@ -808,6 +866,52 @@ impl Settings {
         }
         if s.refresh_window.is_some_and(|w| w.0 == 0) {
             return bad("refresh_window", "must be at least 1 second");
+        }
+        if s.max_connections_per_client.is_some_and(|c| c == 0) {
+            return bad("max_connections_per_client", "must be at least 1");
+        }
+        if s.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return bad("rate_limit", "must be a positive number of requests per second");
+        }
+        if let Some(sh) = &s.shared {
+            for (field, mode) in [
+                ("shared.socket_mode", sh.socket_mode),
+                ("shared.socket_dir_mode", sh.socket_dir_mode),
+            ] {
+                if mode.is_some_and(|m| m > 0o777) {
+                    return bad(field, "must be a permission mode such as 0o660");
+                }
+            }
+            for rule in &sh.allow {
+                let principals =
+                    [rule.uid.is_some(), rule.user.is_some(), rule.group.is_some()];
+                if principals.iter().filter(|p| **p).count() != 1 {
+                    return bad(
+                        "shared.allow",
+                        "each rule names exactly one of uid, user or group",
+                    );
+                }
+                if rule.sessions.is_empty() {
+                    return bad(
+                        "shared.allow",
+                        "each rule lists the sessions it may use (\"*\" for all)",
+                    );
+                }
+                if let Some(bad_name) = rule
+                    .sessions
+                    .iter()
+                    .find(|n| *n != "*" && validate_name(n).is_err())
+                {
+                    return Err(located_error(
+                        file,
+                        &src,
+                        &FieldError {
+                            field: "shared.allow",
+                            message: format!("invalid session name {bad_name:?}"),
+                        },
+                    ));
+                }
+            }
         }
         if s.idle_timeout.is_some_and(|w| w.0 == 0) {
             return bad(

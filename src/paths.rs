@@ -23,6 +23,8 @@ use crate::error::Error;
 pub const ENV_HOME: &str = "ELHAZ_HOME";
 /// Environment variable that overrides the socket path only.
 pub const ENV_SOCKET: &str = "ELHAZ_SOCKET";
+/// Environment variable that overrides where a shared daemon's socket is looked for.
+pub const ENV_SHARED_SOCKET: &str = "ELHAZ_SHARED_SOCKET";
 
 /// The resolved set of paths.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -46,6 +48,12 @@ pub struct Paths {
     /// Names (never secrets) of keyring entries created by `elhaz keyring set`; some stores
     /// cannot be searched.
     pub keyring_index: PathBuf,
+    /// Where a shared daemon listens (`ELHAZ_SHARED_SOCKET`, default `/run/elhaz/elhaz.sock`);
+    /// the CLI falls back to it when no personal daemon runs and `ELHAZ_SOCKET` is unset.
+    pub shared_socket: PathBuf,
+    /// Whether `ELHAZ_SOCKET` chose the socket explicitly (then nothing is discovered).
+    #[serde(skip)]
+    pub socket_explicit: bool,
 }
 
 impl Paths {
@@ -74,6 +82,10 @@ impl Paths {
         };
         if let Some(socket) = nonempty(socket) {
             paths.socket = absolute(&socket)?;
+            paths.socket_explicit = true;
+        }
+        if let Some(shared) = nonempty(std::env::var_os(ENV_SHARED_SOCKET)) {
+            paths.shared_socket = absolute(&shared)?;
         }
         Ok(paths)
     }
@@ -89,6 +101,8 @@ impl Paths {
             pid_file: run_dir.join("elhaz.pid"),
             warm_file: home.join("logs").join("warm-sessions"),
             keyring_index: home.join("keyring-entries"),
+            shared_socket: PathBuf::from(crate::config::DEFAULT_SHARED_SOCKET),
+            socket_explicit: false,
             log_dir: home.join("logs"),
             run_dir,
         }
@@ -115,6 +129,8 @@ impl Paths {
             pid_file: run_dir.join("elhaz.pid"),
             warm_file: state.join("warm-sessions"),
             keyring_index: config.join("keyring-entries"),
+            shared_socket: PathBuf::from(crate::config::DEFAULT_SHARED_SOCKET),
+            socket_explicit: false,
             log_dir: state.join("logs"),
             run_dir,
         })

@@ -30,11 +30,27 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
                 })
         })
         .transpose()?;
+    let mode = |flag: &str, v: &Option<String>| -> Result<Option<u32>> {
+        v.as_deref()
+            .map(|s| {
+                u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| anyhow::anyhow!("{flag} {s:?}: expected an octal mode such as 0660"))
+            })
+            .transpose()
+    };
+    let socket_mode = mode("--socket-mode", &args.socket_mode)?;
+    let socket_dir_mode = mode("--socket-dir-mode", &args.socket_dir_mode)?;
     if args.foreground {
         let options = Options {
             once: args.once,
             capacity: args.capacity.map(|c| c as usize),
             idle_timeout,
+            shared: args.shared,
+            socket_mode,
+            socket_dir_mode,
+            group: args.group.clone(),
         };
         return match lifecycle::serve(paths, options) {
             Ok(()) => Ok(ExitCode::SUCCESS),
@@ -55,7 +71,29 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
     if let Some(d) = idle_timeout {
         extra.extend(["--idle-timeout".to_string(), d.as_secs().to_string()]);
     }
-    match client::start_daemon(paths, &extra)? {
+    if args.shared {
+        extra.push("--shared".to_string());
+        for (flag, v) in [
+            ("--socket-mode", socket_mode),
+            ("--socket-dir-mode", socket_dir_mode),
+        ] {
+            if let Some(m) = v {
+                extra.extend([flag.to_string(), format!("{m:o}")]);
+            }
+        }
+        if let Some(g) = &args.group {
+            extra.extend(["--group".to_string(), g.clone()]);
+        }
+    }
+    let socket = if args.shared && !paths.socket_explicit {
+        elhaz::config::Settings::load(&paths.settings_file)?
+            .shared
+            .and_then(|s| s.socket)
+            .unwrap_or_else(|| paths.shared_socket.clone())
+    } else {
+        paths.socket.clone()
+    };
+    match client::start_daemon(paths, &socket, &extra)? {
         Started::New(pid) => println!("elhaz daemon started (pid {pid})"),
         Started::Already(pid) => println!("elhaz daemon is already running (pid {pid})"),
     }

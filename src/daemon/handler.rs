@@ -4,15 +4,42 @@
 use std::sync::Arc;
 
 use crate::daemon::State;
+pub use crate::daemon::policy::Access;
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, Request, Response, StatusInfo, WireError};
 
 /// Who is asking, from the socket's peer credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Peer uid.
     pub uid: u32,
     /// Peer pid, when the OS reports it.
     pub pid: Option<i32>,
+    /// What the policy lets this peer do.
+    pub access: Access,
+}
+
+fn denied(what: &str) -> WireError {
+    WireError::new(
+        ErrorCode::PermissionDenied,
+        format!("permission denied: {what} is reserved for the daemon's owner"),
+    )
+}
+
+fn check_session(state: &State, peer: &Peer, name: &str) -> Result<(), WireError> {
+    if !peer.access.allows_session(name) {
+        tracing::warn!(peer_uid = peer.uid, session = name, "refused a session outside the peer's allow rule");
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("permission denied: uid {} may not use session {name:?}", peer.uid),
+        ));
+    }
+    if !state.policy.take_token(name) {
+        return Err(WireError::new(
+            ErrorCode::RateLimited,
+            format!("rate limit for session {name:?} reached; retry shortly"),
+        ));
+    }
+    Ok(())
 }
 
 /// Dispatches a request to its handler.
@@ -21,14 +48,20 @@ pub async fn handle(
     peer: Peer,
     request: Request,
 ) -> Result<Response, WireError> {
+    if (request.is_admin() || matches!(request, Request::List)) && peer.access != Access::Owner {
+        return Err(denied(request.op()));
+    }
+    if let Request::Credentials { name, .. } | Request::Whoami { name, .. } = &request {
+        check_session(state, &peer, name)?;
+    }
     match request {
         Request::Ping => ping(state),
         Request::Status => status(state),
-        Request::Stop => stop(state, peer),
+        Request::Stop => stop(state, &peer),
         Request::List => list(state),
         Request::Add { name } => add(state, &name).await,
         Request::Remove { name } => remove(state, &name),
-        Request::Credentials { name, mfa_code } => credentials(state, peer, &name, mfa_code).await,
+        Request::Credentials { name, mfa_code } => credentials(state, &peer, &name, mfa_code).await,
         Request::Whoami { name, mfa_code } => whoami(state, &name, mfa_code).await,
     }
 }
@@ -54,7 +87,7 @@ fn status(state: &State) -> Result<Response, WireError> {
 }
 
 /// The connection task cancels `state.shutdown` once this reply is written.
-fn stop(state: &State, peer: Peer) -> Result<Response, WireError> {
+fn stop(state: &State, peer: &Peer) -> Result<Response, WireError> {
     tracing::info!(peer_uid = peer.uid, peer_pid = peer.pid.unwrap_or(-1), "stop requested");
     Ok(Response::Stopping { pid: state.pid })
 }
@@ -81,7 +114,7 @@ fn remove(state: &State, name: &str) -> Result<Response, WireError> {
 
 async fn credentials(
     state: &State,
-    peer: Peer,
+    peer: &Peer,
     name: &str,
     mfa_code: Option<String>,
 ) -> Result<Response, WireError> {

@@ -124,6 +124,51 @@ pub fn bind_private(socket: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
+/// Binds a shared daemon's socket: created with `mode` (umask set to match during `bind`)
+/// and handed to `group`. The directory is created with `dir_mode` and `group` only if it
+/// does not exist; an existing directory is never changed.
+pub fn bind_shared(
+    socket: &Path,
+    mode: u32,
+    dir_mode: u32,
+    group: Option<&str>,
+) -> Result<UnixListener, Error> {
+    use nix::unistd::{Gid, Group, chown};
+    let gid: Option<Gid> = match group {
+        Some(g) => Some(
+            Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| Error::Insecure(format!("socket group {g:?} does not exist")))?
+                .gid,
+        ),
+        None => None,
+    };
+    if let Some(dir) = socket.parent()
+        && !dir.exists()
+    {
+        paths::create_dir_mode(dir, dir_mode)?;
+        if let Some(gid) = gid {
+            chown(dir, None, Some(gid))
+                .map_err(|e| Error::io(format!("cannot chgrp {}", dir.display()), e.into()))?;
+        }
+    }
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = UnixListener::bind(socket);
+    umask(old);
+    let listener = bound.map_err(|e| Error::io(format!("cannot bind {}", socket.display()), e))?;
+    if let Some(gid) = gid {
+        chown(socket, None, Some(gid))
+            .map_err(|e| Error::io(format!("cannot chgrp {}", socket.display()), e.into()))?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("cannot set mode of {}", socket.display()), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
+    Ok(listener)
+}
+
 /// Disables core dumps and same-uid ptrace attachment where the OS allows.
 pub fn harden_process() {
     use nix::sys::resource::{Resource, setrlimit};
@@ -168,9 +213,33 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     // SAFETY-free but process-wide: from here on every file the daemon creates is private.
     umask(Mode::from_bits_truncate(0o077));
     let settings = Settings::load(&paths.settings_file)?;
+    let mut paths = paths.clone();
+    let shared = options
+        .shared
+        .then(|| settings.shared.clone().unwrap_or_default());
+    if let Some(sh) = &shared
+        && !paths.socket_explicit
+    {
+        paths.socket = sh.socket.clone().unwrap_or_else(|| paths.shared_socket.clone());
+    }
+    let paths = &paths;
     let lock = acquire_lock(paths)?;
     remove_stale_socket(&paths.socket)?;
-    let listener = bind_private(&paths.socket)?;
+    let listener = match &shared {
+        Some(sh) => bind_shared(
+            &paths.socket,
+            options
+                .socket_mode
+                .or(sh.socket_mode)
+                .unwrap_or(config::DEFAULT_SHARED_SOCKET_MODE),
+            options
+                .socket_dir_mode
+                .or(sh.socket_dir_mode)
+                .unwrap_or(config::DEFAULT_SHARED_DIR_MODE),
+            options.group.as_deref().or(sh.group.as_deref()),
+        )?,
+        None => bind_private(&paths.socket)?,
+    };
     let socket_ino = std::fs::metadata(&paths.socket).map(|m| m.ino()).ok();
     config::atomic_write(
         &paths.pid_file,
@@ -197,7 +266,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         Arc::new(fetcher),
         Duration::from_secs(settings.refresh_window()),
     );
-    let state = Arc::new(State::new(paths.clone(), settings, options, sessions));
+    let state = Arc::new(State::new(paths.clone(), settings, options, sessions)?);
     tracing::info!(
         pid = state.pid,
         version = env!("CARGO_PKG_VERSION"),

@@ -30,7 +30,7 @@ use crate::codec;
 use crate::daemon::State;
 use crate::daemon::handler::{self, Peer};
 use crate::protocol::{
-    ErrorCode, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, Request, RequestFrame, WireError,
+    ErrorCode, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, RequestFrame, Response, WireError,
 };
 
 /// Longest time a client may take to send one complete frame.
@@ -91,27 +91,29 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
     state.sessions.clear();
 }
 
-/// Checks the peer's uid; `None` means refused.
+/// Admits the peer by its kernel-reported credentials, or says why not.
 fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
     let cred = stream
         .peer_cred()
         .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    let peer = Peer {
-        uid: cred.uid(),
-        pid: cred.pid(),
-    };
-    if peer.uid != state.uid {
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+    let Some(access) = state.policy.admit(uid, gid) else {
         tracing::warn!(
-            peer_uid = peer.uid,
-            peer_pid = peer.pid.unwrap_or(-1),
+            peer_uid = uid,
+            peer_pid = pid.unwrap_or(-1),
             "refused connection from another uid"
         );
         return Err(format!(
-            "permission denied: this daemon serves uid {} only",
-            state.uid
+            "permission denied: this daemon does not serve uid {uid}"
+        ));
+    };
+    if !state.policy.connect(uid) {
+        tracing::warn!(peer_uid = uid, "refused connection: per-client connection limit reached");
+        return Err(format!(
+            "too many connections from uid {uid} (max_connections_per_client)"
         ));
     }
-    Ok(peer)
+    Ok(Peer { uid, pid, access })
 }
 
 async fn connection(stream: UnixStream, state: &Arc<State>) {
@@ -120,11 +122,26 @@ async fn connection(stream: UnixStream, state: &Arc<State>) {
     let peer = match peer {
         Ok(p) => p,
         Err(message) => {
-            let reply = error_reply(0, WireError::new(ErrorCode::PermissionDenied, message));
+            let code = if message.starts_with("too many") {
+                ErrorCode::Busy
+            } else {
+                ErrorCode::PermissionDenied
+            };
+            let reply = error_reply(0, WireError::new(code, message));
             let _ = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
             return;
         }
     };
+    let uid = peer.uid;
+    serve_connection(framed, peer, state).await;
+    state.policy.disconnect(uid);
+}
+
+async fn serve_connection(
+    mut framed: Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    peer: Peer,
+    state: &Arc<State>,
+) {
     let cancel = state.shutdown.clone();
     let mut first = true;
     loop {
@@ -164,7 +181,7 @@ async fn connection(stream: UnixStream, state: &Arc<State>) {
             }
             Ok(Some(Ok(bytes))) => bytes,
         };
-        let (reply, after) = handle_frame(state, peer, &bytes).await;
+        let (reply, after) = handle_frame(state, peer.clone(), &bytes).await;
         let sent = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
         if after.stop || state.options.once {
             state.shutdown.cancel();
@@ -214,9 +231,6 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, A
         }
     };
     state.touch();
-    let after = After {
-        stop: matches!(frame.request, Request::Stop),
-    };
     let op = frame.request.op();
     let outcome = match handler::handle(state, peer, frame.request).await {
         Ok(r) => Outcome::Ok(r),
@@ -224,6 +238,10 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, A
             tracing::debug!(op, code = e.code.as_str(), "request failed");
             Outcome::Error(e)
         }
+    };
+    // Only a stop that the handler accepted stops the daemon (a refused one must not).
+    let after = After {
+        stop: matches!(outcome, Outcome::Ok(Response::Stopping { .. })),
     };
     state.touch();
     let reply = ReplyFrame {

@@ -18,6 +18,14 @@ pub struct Options {
     pub capacity: Option<usize>,
     /// Idle timeout override.
     pub idle_timeout: Option<Duration>,
+    /// Serve other users per `[shared]` in `elhaz.toml`.
+    pub shared: bool,
+    /// Shared-mode socket mode override.
+    pub socket_mode: Option<u32>,
+    /// Shared-mode socket directory mode override.
+    pub socket_dir_mode: Option<u32>,
+    /// Shared-mode socket group override.
+    pub group: Option<String>,
 }
 
 /// Shared daemon state. Cheap to reach from any task through an `Arc`.
@@ -41,25 +49,35 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// The session cache.
     pub sessions: Sessions,
+    /// Who may ask for what.
+    pub policy: crate::daemon::policy::Policy,
     /// Milliseconds since `started` of the last request (for the idle timeout).
     last_activity_ms: AtomicU64,
 }
 
 impl State {
     /// Builds the state; `sessions` is created by the caller so tests can inject sources.
-    pub fn new(paths: Paths, settings: Settings, options: Options, sessions: Sessions) -> State {
-        State {
+    pub fn new(
+        paths: Paths,
+        settings: Settings,
+        options: Options,
+        sessions: Sessions,
+    ) -> Result<State, crate::Error> {
+        let uid = nix::unistd::geteuid().as_raw();
+        let policy = crate::daemon::policy::Policy::new(uid, &settings, options.shared)?;
+        Ok(State {
+            policy,
             paths,
             settings,
             options,
             pid: std::process::id(),
-            uid: nix::unistd::geteuid().as_raw(),
+            uid,
             started: Instant::now(),
             started_at: SystemTime::now(),
             shutdown: sessions.shutdown_token(),
             sessions,
             last_activity_ms: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Records that a request arrived.
