@@ -3,6 +3,20 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
+
+/// Completes session names from the config directory (dynamic shell completion).
+fn complete_sessions(current: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
+    let prefix = current.to_string_lossy();
+    elhaz::paths::Paths::from_env()
+        .ok()
+        .and_then(|p| elhaz::config::Store::new(p.configs_dir).names().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix.as_ref()))
+        .map(CompletionCandidate::new)
+        .collect()
+}
 
 /// A credential-refreshing session authority for AWS.
 #[derive(Debug, Parser)]
@@ -61,6 +75,26 @@ pub enum Command {
     /// Manage long-term access keys in the OS keyring.
     #[command(subcommand)]
     Keyring(KeyringCmd),
+    /// Check paths, permissions, the daemon, the keyring, AWS profile wiring and clock skew.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (session names complete too).
+    Completions {
+        /// Shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff).
+    Man,
+    /// Print shell integration defining `elhaz_use [NAME]` (or direnv's `use elhaz NAME`).
+    Hook {
+        /// Shell.
+        #[arg(value_enum)]
+        shell: HookShell,
+    },
     /// Show every resolved path.
     Paths {
         /// Print JSON.
@@ -106,11 +140,13 @@ pub enum DaemonCmd {
     /// Load a session into the daemon and warm its credentials.
     Add {
         /// Session name.
+        #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
     },
     /// Evict a session from the daemon, dropping its credentials.
     Remove {
         /// Session name.
+        #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
     },
 }
@@ -150,6 +186,7 @@ pub enum ConfigCmd {
     /// Remove a session config.
     Remove {
         /// Session name.
+        #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
         /// Do not ask for confirmation (required without a TTY).
         #[arg(short, long)]
@@ -164,14 +201,27 @@ pub enum ConfigCmd {
     /// Show one session config.
     Show {
         /// Session name.
+        #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Convert Python elhaz YAML configs (~/.elhaz/configs/*.yaml) into elhaz TOML configs.
+    ImportElhaz {
+        /// Directory (or one .yaml file) to import (default ~/.elhaz/configs).
+        path: Option<PathBuf>,
+        /// Overwrite existing configs of the same name.
+        #[arg(long)]
+        force: bool,
+        /// Show what would be written without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Edit a session config in $VISUAL / $EDITOR; an invalid result is rejected.
     Edit {
         /// Session name.
+        #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
     },
 }
@@ -253,10 +303,10 @@ pub struct ConfigAddArgs {
 #[derive(Debug, Args)]
 pub struct NameArg {
     /// Session name (default: $ELHAZ_SESSION, then `default_session`, then the only config).
-    #[arg(value_name = "NAME", conflicts_with = "name_flag")]
+    #[arg(value_name = "NAME", conflicts_with = "name_flag", add = ArgValueCompleter::new(complete_sessions))]
     pub name: Option<String>,
     /// Session name (as Python elhaz users type it).
-    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    #[arg(short = 'n', long = "name", value_name = "NAME", add = ArgValueCompleter::new(complete_sessions))]
     pub name_flag: Option<String>,
 }
 
@@ -283,12 +333,37 @@ pub struct ExecArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
+/// Shells for `completions`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+/// Targets for `hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+    /// direnv (`use elhaz NAME` in .envrc).
+    Direnv,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SetupCmd {
     /// Add or update a `credential_process` profile for a session in the AWS config file
     /// ($AWS_CONFIG_FILE or ~/.aws/config), keeping every other line; backs up the old file.
     AwsProfile {
         /// Session name.
+        #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
         /// Profile name (default: the session name; `default` for [default]).
         #[arg(long)]
@@ -296,6 +371,42 @@ pub enum SetupCmd {
         /// Only print the stanza.
         #[arg(long)]
         print: bool,
+    },
+    /// Write a systemd unit running `elhaz daemon start --foreground` with hardening.
+    Systemd {
+        /// A user unit (~/.config/systemd/user/elhaz.service) — the default.
+        #[arg(long, conflicts_with = "system")]
+        user: bool,
+        /// A system unit for a shared daemon run by a dedicated user.
+        #[arg(long, requires = "daemon_user")]
+        system: bool,
+        /// The dedicated daemon user (with --system).
+        #[arg(long, value_name = "USER")]
+        daemon_user: Option<String>,
+        /// Group of the shared socket (with --system; default elhaz).
+        #[arg(long, value_name = "GROUP", default_value = "elhaz")]
+        group: String,
+        /// Only print the unit.
+        #[arg(long)]
+        print: bool,
+    },
+    /// As root: create the group and socket directory that let AGENT use DAEMON's shared daemon.
+    AgentAccess {
+        /// The user agents run as (gets socket access only).
+        #[arg(long, value_name = "USER")]
+        agent_user: String,
+        /// The dedicated user running the daemon (owns configs, logs, keyring).
+        #[arg(long, value_name = "USER")]
+        daemon_user: String,
+        /// Group shared by the socket and the agent.
+        #[arg(long, value_name = "GROUP", default_value = "elhaz")]
+        group: String,
+        /// Socket directory.
+        #[arg(long, value_name = "DIR", default_value = "/run/elhaz")]
+        socket_dir: PathBuf,
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -329,4 +440,6 @@ pub enum Format {
     Json,
     /// The credential_process JSON.
     CredentialProcess,
+    /// `set -gx VAR …` lines for fish.
+    Fish,
 }

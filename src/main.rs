@@ -8,6 +8,8 @@ mod cli;
 mod commands;
 
 fn main() -> ExitCode {
+    // Answers shell completion requests (`COMPLETE=bash elhaz …`); returns at once otherwise.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command).complete();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

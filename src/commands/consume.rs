@@ -129,6 +129,11 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// fish single-quote quoting (only `\\` and `'` are special inside).
+fn fish_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// Variables that would make an SDK ignore (or fight with) the ones we set.
 const OVERRIDING: &[&str] = &[
     "AWS_PROFILE",
@@ -191,6 +196,16 @@ pub fn export(paths: &Paths, name: &NameArg, format: Format) -> Result<ExitCode>
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
         Format::CredentialProcess => writeln!(out, "{}", process_json(&creds))?,
+        Format::Fish => {
+            for k in OVERRIDING {
+                if !session_env(&name, &creds).iter().any(|(v, _)| v == k) {
+                    writeln!(out, "set -e {k}")?;
+                }
+            }
+            for (k, v) in session_env(&name, &creds) {
+                writeln!(out, "set -gx {k} {}", fish_quote(&v))?;
+            }
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

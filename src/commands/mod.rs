@@ -11,7 +11,10 @@ use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
 mod config;
 mod consume;
 mod daemon;
+mod doctor;
+mod import;
 mod keyring;
+mod ops;
 mod setup;
 
 /// Exit code: the daemon is not running (`daemon status`).
@@ -19,6 +22,9 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if !matches!(cli.command, Command::Daemon(DaemonCmd::Start(_))) {
+        restore_sigpipe();
+    }
     let paths = Paths::from_env()?;
     match cli.command {
         Command::Daemon(cmd) => match cmd {
@@ -40,6 +46,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ConfigCmd::List { json } => config::list(&paths, json),
             ConfigCmd::Show { name, json } => config::show(&paths, &name, json),
             ConfigCmd::Edit { name } => config::edit(&paths, &name),
+            ConfigCmd::ImportElhaz {
+                path,
+                force,
+                dry_run,
+            } => import::import_elhaz(&paths, path.as_deref(), force, dry_run),
         },
         Command::CredentialProcess(name) => consume::credential_process(&paths, &name),
         Command::Exec(args) => consume::exec(&paths, args),
@@ -52,8 +63,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print,
         }) => setup::aws_profile(&paths, &name, profile.as_deref(), print),
         Command::Keyring(cmd) => keyring::run(&paths, cmd),
+        Command::Doctor { json } => doctor::run(&paths, json),
+        Command::Completions { shell } => ops::completions(shell),
+        Command::Man => ops::man(),
+        Command::Hook { shell } => ops::hook(shell),
+        Command::Setup(SetupCmd::Systemd {
+            user: _,
+            system,
+            daemon_user,
+            group,
+            print,
+        }) => ops::systemd(&paths, system, daemon_user.as_deref(), &group, print),
+        Command::Setup(SetupCmd::AgentAccess {
+            agent_user,
+            daemon_user,
+            group,
+            socket_dir,
+            dry_run,
+        }) => ops::agent_access(&agent_user, &daemon_user, &group, &socket_dir, dry_run),
         Command::Paths { json } => show_paths(&paths, json),
     }
+}
+
+/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`elhaz config list | head -1`)
+/// panics. For the CLI, the default disposition is right: die quietly like any Unix filter.
+/// The daemon keeps SIGPIPE ignored (a vanished client must be an error, not a kill).
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: installing SIG_DFL runs no handler code of ours; called before any thread starts.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// The exit code for an error that reached `main`.

@@ -293,7 +293,10 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     cleanup(paths, socket_ino);
     tracing::info!("daemon stopped");
     drop(state);
-    drop(lock);
+    // The lock goes with the process: `daemon stop` returns once the lock is free, so
+    // releasing it here (before the log flush and the exit) would let `stop` return while
+    // this process still exists. The kernel closes the file when the process is gone.
+    std::mem::forget(lock);
     result
 }
 
