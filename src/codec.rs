@@ -109,6 +109,35 @@ mod tests {
         assert!(write_frame(&mut Vec::new(), &big).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the decoder: every outcome is a frame, "need more",
+        /// or an error — and a decoded frame never exceeds the cap.
+        #[test]
+        fn decoder_survives_arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut c = codec();
+            for _ in 0..64 {
+                match c.decode(&mut buf) {
+                    Ok(Some(frame)) => {
+                        proptest::prop_assert!(frame.len() <= MAX_FRAME_LEN);
+                        let _ = from_payload::<crate::protocol::RequestFrame>(&frame);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = read_frame(&mut &bytes[..]);
+        }
+
+        /// Whatever JSON-ish payload arrives, request parsing returns, never panics.
+        #[test]
+        fn request_parsing_survives_arbitrary_json(s in "\\{[ -~]{0,200}\\}") {
+            let _ = from_payload::<crate::protocol::Probe>(s.as_bytes());
+            let _ = from_payload::<crate::protocol::RequestFrame>(s.as_bytes());
+        }
+    }
+
     #[test]
     fn truncated_frame_is_eof() {
         let mut wire = Vec::new();

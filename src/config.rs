@@ -871,7 +871,10 @@ impl Settings {
             return bad("max_connections_per_client", "must be at least 1");
         }
         if s.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return bad("rate_limit", "must be a positive number of requests per second");
+            return bad(
+                "rate_limit",
+                "must be a positive number of requests per second",
+            );
         }
         if let Some(sh) = &s.shared {
             for (field, mode) in [
@@ -883,8 +886,11 @@ impl Settings {
                 }
             }
             for rule in &sh.allow {
-                let principals =
-                    [rule.uid.is_some(), rule.user.is_some(), rule.group.is_some()];
+                let principals = [
+                    rule.uid.is_some(),
+                    rule.user.is_some(),
+                    rule.group.is_some(),
+                ];
                 if principals.iter().filter(|p| **p).count() != 1 {
                     return bad(
                         "shared.allow",
@@ -1316,6 +1322,46 @@ region = "eu-west-1"
         assert!(cfg.freshness_warning(1200).is_none());
         cfg.duration = Some(Secs(900));
         assert!(cfg.freshness_warning(1200).is_some());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Hostile text never panics the parser or the error locator.
+        #[test]
+        fn parser_survives_arbitrary_text(s in "[\\[\\]a-z_.=\"' 0-9\n{}#-]{0,300}") {
+            let _ = SessionConfig::parse(&s, Path::new("fuzz.toml"), false);
+            let _ = SessionConfig::parse(&s, Path::new("fuzz.toml"), true);
+        }
+
+        /// Any config built from valid parts round-trips through TOML unchanged.
+        #[test]
+        fn valid_configs_round_trip(
+            account in "[0-9]{12}",
+            role in "[A-Za-z][A-Za-z0-9_+=,.@-]{0,30}",
+            dur in 900u64..=43_200,
+            region in proptest::option::of("[a-z]{2}-[a-z]{4,9}-[1-3]"),
+            desc in proptest::option::of("[ -~]{0,40}"),
+        ) {
+            let cfg = SessionConfig {
+                description: desc,
+                region: region.map(Region),
+                duration: Some(Secs(dur)),
+                role: Some(RoleConfig {
+                    arn: RoleArn(format!("arn:aws:iam::{account}:role/{role}")),
+                    session_name: None,
+                    external_id: None,
+                    policy: None,
+                    policy_arns: vec![],
+                    transitive_tag_keys: vec![],
+                    source_identity: None,
+                    tags: BTreeMap::new(),
+                }),
+                ..Default::default()
+            };
+            let back = SessionConfig::parse(&cfg.to_toml(), Path::new("x"), false).unwrap();
+            proptest::prop_assert_eq!(back, cfg);
+        }
     }
 
     #[test]
