@@ -121,7 +121,19 @@ impl Client {
                 };
                 let io =
                     |e: std::io::Error| Error::io("lost the connection to the elhaz daemon", e);
-                codec::write_frame(stream, &codec::to_payload(&frame)).map_err(io)?;
+                if let Err(e) = codec::write_frame(stream, &codec::to_payload(&frame)) {
+                    // A daemon that refuses a peer (another uid, a connection limit) replies
+                    // and closes without reading; if it was quicker than us, our write fails
+                    // but its reply is still readable and says more than "broken pipe".
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) && let Ok(payload) = codec::read_frame(stream)
+                    {
+                        return decode_reply(&payload, id);
+                    }
+                    return Err(io(e));
+                }
                 let payload = codec::read_frame(stream).map_err(io)?;
                 decode_reply(&payload, id)
             }
@@ -267,7 +279,12 @@ pub fn ping(socket: &Path) -> Result<Option<u32>, Error> {
     let mut c = match Client::connect(socket) {
         Ok(c) => c,
         Err(e) if is_not_running(&e) => return Ok(None),
-        Err(e) => return Err(Error::io(format!("cannot connect to {}", socket.display()), e)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot connect to {}", socket.display()),
+                e,
+            ));
+        }
     };
     match c.call(Request::Ping)? {
         Response::Pong { pid, .. } => Ok(Some(pid)),
@@ -316,7 +333,10 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
     // some daemon holds the lock, wait for the socket to accept.
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if let Some(pid) = ping(socket)? {
+        // Readiness is a bare connect, not a request: a `--once` daemon must keep its one
+        // request for the caller.
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            let pid = crate::daemon::lifecycle::read_pid(paths).unwrap_or(0);
             return Ok(if text.contains("already running") {
                 Started::Already(pid)
             } else {

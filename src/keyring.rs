@@ -32,7 +32,9 @@ pub enum KeyringError {
     #[error("the OS keyring is not available: {0}")]
     Unavailable(String),
     /// The entry holds something that is not our JSON.
-    #[error("keyring entry {0:?} does not hold elhaz keys (re-create it with `elhaz keyring set {0}`)")]
+    #[error(
+        "keyring entry {0:?} does not hold elhaz keys (re-create it with `elhaz keyring set {0}`)"
+    )]
     BadFormat(String),
     /// Another store error.
     #[error("keyring entry {entry:?}: {message}")]
@@ -148,14 +150,18 @@ pub fn set(name: &str, keys: &LongTermKeys) -> Result<(), KeyringError> {
         entry: name.into(),
         message: e.to_string(),
     })?;
-    let r = entry(name)?.set_password(&json).map_err(|e| map_err(name, e));
+    let r = entry(name)?
+        .set_password(&json)
+        .map_err(|e| map_err(name, e));
     json.zeroize();
     r
 }
 
 /// Deletes `name`.
 pub fn remove(name: &str) -> Result<(), KeyringError> {
-    entry(name)?.delete_credential().map_err(|e| map_err(name, e))
+    entry(name)?
+        .delete_credential()
+        .map_err(|e| map_err(name, e))
 }
 
 #[cfg(test)]
@@ -167,7 +173,10 @@ mod tests {
     fn mock_store_round_trip_and_error_paths() {
         let store = keyring_core::mock::Store::new().unwrap();
         let e = store.build(SERVICE, "t1", None).unwrap();
-        assert!(matches!(read_entry("t1", &e), Err(KeyringError::NotFound(_))));
+        assert!(matches!(
+            read_entry("t1", &e),
+            Err(KeyringError::NotFound(_))
+        ));
         e.set_password(r#"{"AccessKeyId":"AKIAX","SecretAccessKey":"s3"}"#)
             .unwrap();
         let k = read_entry("t1", &e).unwrap();
@@ -175,7 +184,10 @@ mod tests {
         assert_eq!(k.secret_access_key.expose_secret(), "s3");
 
         e.set_password("not json").unwrap();
-        assert!(matches!(read_entry("t1", &e), Err(KeyringError::BadFormat(_))));
+        assert!(matches!(
+            read_entry("t1", &e),
+            Err(KeyringError::BadFormat(_))
+        ));
 
         let m: &keyring_core::mock::Cred = e.as_any().downcast_ref().unwrap();
         m.set_error(keyring_core::Error::NoStorageAccess("locked".into()));

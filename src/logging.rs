@@ -78,7 +78,9 @@ pub fn init_daemon(log_dir: &Path, keep: usize, also_stderr: bool) -> Result<Gua
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
-            .with_filter(EnvFilter::try_from_env("ELHAZ_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+            .with_filter(
+                EnvFilter::try_from_env("ELHAZ_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            )
             .with_filter(not_audit)
     });
     // A second init (the in-process broker inside a test) is harmless; ignore it.

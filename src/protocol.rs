@@ -386,11 +386,21 @@ pub struct WireError {
 }
 
 impl WireError {
-    /// A plain error with a code and message.
+    /// A plain error with a code and message. A message longer than 4 KiB (one quoting a
+    /// huge config line, say) is cut, so the reply always fits in a frame.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
+        let mut message = message.into();
+        if message.len() > 4096 {
+            let mut cut = 4096;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("… (truncated)");
+        }
         WireError {
             code,
-            message: message.into(),
+            message,
             protocol: None,
             mfa_serial: None,
         }

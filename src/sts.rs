@@ -60,8 +60,8 @@ pub struct FetchRequest {
 pub struct Fetched {
     /// The credentials.
     pub creds: Credentials,
-    /// Lifetime from the moment they were received (monotonic scheduling uses this, not the
-    /// wall clock).
+    /// Lifetime measured from when the request was sent (monotonic scheduling anchors it at
+    /// the start of the fetch, so it never outlives the real expiration; not the wall clock).
     pub lifetime: Duration,
     /// A note for `daemon list`, e.g. the chaining cap.
     pub note: Option<String>,
@@ -108,7 +108,25 @@ fn default_session_name() -> String {
 impl StsFetcher {
     /// Loads the daemon's AWS configuration once (environment, shared config, default chain).
     pub async fn load() -> StsFetcher {
+        // Region from the environment and shared config only: the default region chain would
+        // also probe the EC2 instance metadata service, which costs time and log noise on every
+        // machine that is not an EC2 instance. A session without a region uses us-east-1.
+        let region = aws_config::meta::region::RegionProviderChain::first_try(
+            aws_config::environment::EnvironmentVariableRegionProvider::new(),
+        )
+        .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+        .region()
+        .await
+        .unwrap_or_else(|| Region::from_static("us-east-1"));
+        // The default credential and token chains resolve a region for their own providers;
+        // with ours set they do not probe instance metadata either.
+        let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+            .region(region.clone())
+            .build()
+            .await;
         let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .credentials_provider(chain)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
@@ -309,7 +327,10 @@ impl Inner {
         let token = tokio::fs::read_to_string(token_file).await.map_err(|e| {
             WireError::new(
                 ErrorCode::SourceError,
-                format!("cannot read web identity token {}: {e}", token_file.display()),
+                format!(
+                    "cannot read web identity token {}: {e}",
+                    token_file.display()
+                ),
             )
         })?;
         let token = SecretString::from(token.trim().to_string());
@@ -443,7 +464,11 @@ async fn run_mfa_command(argv: &[String], timeout: Duration) -> Result<SecretStr
         .map_err(|e| fail(format!("cannot run the MFA command {prog:?}: {e}")))?;
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .map_err(|_| fail(format!("the MFA command {prog:?} timed out after {timeout:?}")))?
+        .map_err(|_| {
+            fail(format!(
+                "the MFA command {prog:?} timed out after {timeout:?}"
+            ))
+        })?
         .map_err(|e| fail(format!("the MFA command {prog:?} failed: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -468,9 +493,8 @@ fn convert(
     started: SystemTime,
     note: Option<String>,
 ) -> Result<Fetched, WireError> {
-    let c = c.ok_or_else(|| {
-        WireError::new(ErrorCode::UpstreamError, "STS returned no credentials")
-    })?;
+    let c =
+        c.ok_or_else(|| WireError::new(ErrorCode::UpstreamError, "STS returned no credentials"))?;
     let expiration = SystemTime::try_from(*c.expiration()).map_err(|e| {
         WireError::new(
             ErrorCode::UpstreamError,
@@ -507,9 +531,14 @@ where
                 Some("AccessDenied" | "AccessDeniedException") if with_mfa => ErrorCode::MfaFailed,
                 Some("AccessDenied" | "AccessDeniedException") => ErrorCode::AccessDenied,
                 Some(
-                    "ExpiredToken" | "ExpiredTokenException" | "InvalidClientTokenId"
-                    | "SignatureDoesNotMatch" | "RequestExpired" | "InvalidIdentityToken"
-                    | "IDPRejectedClaim" | "UnrecognizedClientException",
+                    "ExpiredToken"
+                    | "ExpiredTokenException"
+                    | "InvalidClientTokenId"
+                    | "SignatureDoesNotMatch"
+                    | "RequestExpired"
+                    | "InvalidIdentityToken"
+                    | "IDPRejectedClaim"
+                    | "UnrecognizedClientException",
                 ) => ErrorCode::InvalidCredentials,
                 Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" => {
                     ErrorCode::Throttled

@@ -36,9 +36,7 @@ pub fn resolve_name(paths: &Paths, given: Option<&str>) -> Result<String> {
     let names = Store::new(paths.configs_dir.clone()).names()?;
     match names.as_slice() {
         [only] => Ok(only.clone()),
-        [] => bail!(
-            "no session configs yet: add one with `elhaz config add NAME --role-arn ARN`"
-        ),
+        [] => bail!("no session configs yet: add one with `elhaz config add NAME --role-arn ARN`"),
         many => bail!(
             "which session? pass NAME, set ${ENV_SESSION}, or set default_session in {}; \
              configs: {}",
@@ -49,7 +47,7 @@ pub fn resolve_name(paths: &Paths, given: Option<&str>) -> Result<String> {
 }
 
 /// Asks the daemon for credentials, prompting on the terminal once if it needs an MFA code.
-fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
+pub(crate) fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
     let mut c = client::connect_or_start(paths)?;
     let mut code = None;
     let mut prompted = false;
@@ -275,10 +273,7 @@ fn run_in_session(
     // On success `exec` does not return: the command replaces us, so its exit status and
     // signals are its own.
     let err = cmd.exec();
-    Err(anyhow!(
-        "cannot run {}: {err}",
-        prog.to_string_lossy()
-    ))
+    Err(anyhow!("cannot run {}: {err}", prog.to_string_lossy()))
 }
 
 fn profile_name(name: &str) -> String {
@@ -287,7 +282,11 @@ fn profile_name(name: &str) -> String {
 
 /// Writes `run/aws-config-NAME`: the user's AWS config minus any secret keys, plus a profile
 /// whose `credential_process` is this binary. Nothing secret is written.
-fn refreshing_config(paths: &Paths, name: &str, region: Option<&str>) -> Result<std::path::PathBuf> {
+fn refreshing_config(
+    paths: &Paths,
+    name: &str,
+    region: Option<&str>,
+) -> Result<std::path::PathBuf> {
     let user_file = std::env::var_os("AWS_CONFIG_FILE")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
@@ -307,10 +306,18 @@ fn refreshing_config(paths: &Paths, name: &str, region: Option<&str>) -> Result<
     let mut text = String::new();
     {
         for line in user_text.lines() {
-            let key = line.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            let key = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if matches!(
                 key.as_str(),
-                "aws_access_key_id" | "aws_secret_access_key" | "aws_session_token" | "aws_security_token"
+                "aws_access_key_id"
+                    | "aws_secret_access_key"
+                    | "aws_session_token"
+                    | "aws_security_token"
             ) {
                 continue;
             }

@@ -36,7 +36,9 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
                 u32::from_str_radix(s.trim_start_matches("0o"), 8)
                     .ok()
                     .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| anyhow::anyhow!("{flag} {s:?}: expected an octal mode such as 0660"))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{flag} {s:?}: expected an octal mode such as 0660")
+                    })
             })
             .transpose()
     };
@@ -278,10 +280,20 @@ pub fn list(paths: &Paths, json: bool) -> Result<ExitCode> {
 
 pub fn add(paths: &Paths, name: &str) -> Result<ExitCode> {
     let mut c = client::connect_or_start(paths)?;
-    let Response::Added { session } = c.call(Request::Add {
+    let reply = match c.call(Request::Add {
         name: name.to_string(),
-    })?
-    else {
+    }) {
+        // A session behind MFA: prompt on the terminal (as credential-process does), which
+        // establishes the MFA session; then the add succeeds without a code.
+        Err(elhaz::Error::Remote(e)) if e.code == ErrorCode::MfaRequired => {
+            super::consume::fetch(paths, name)?;
+            c.call(Request::Add {
+                name: name.to_string(),
+            })?
+        }
+        other => other?,
+    };
+    let Response::Added { session } = reply else {
         bail!("unexpected reply to add");
     };
     println!("session {} loaded ({})", session.name, session.state);

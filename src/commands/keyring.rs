@@ -21,8 +21,11 @@ pub fn run(paths: &Paths, cmd: KeyringCmd) -> Result<ExitCode> {
 }
 
 fn check_entry(entry: &str) -> Result<()> {
-    elhaz::config::validate_name(entry)
-        .map_err(|_| anyhow::anyhow!("invalid keyring entry {entry:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"))
+    elhaz::config::validate_name(entry).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid keyring entry {entry:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
+        )
+    })
 }
 
 fn read_index(paths: &Paths) -> Vec<String> {
@@ -84,13 +87,18 @@ fn set(paths: &Paths, entry: &str) -> Result<ExitCode> {
         let secret = lines.next().transpose()?.unwrap_or_default();
         (akid.trim().to_string(), secret.trim().to_string())
     };
-    let valid_akid = (16..=128).contains(&akid.len()) && akid.bytes().all(|b| b.is_ascii_alphanumeric());
+    let valid_akid =
+        (16..=128).contains(&akid.len()) && akid.bytes().all(|b| b.is_ascii_alphanumeric());
     if !valid_akid {
         secret.zeroize();
-        bail!("that does not look like an access key id (16 to 128 letters and digits, e.g. AKIA…)");
+        bail!(
+            "that does not look like an access key id (16 to 128 letters and digits, e.g. AKIA…)"
+        );
     }
     if secret.is_empty() {
-        bail!("no secret access key given (stdin: first line the access key id, second line the secret)");
+        bail!(
+            "no secret access key given (stdin: first line the access key id, second line the secret)"
+        );
     }
     let keys = LongTermKeys {
         access_key_id: akid,
@@ -103,7 +111,9 @@ fn set(paths: &Paths, entry: &str) -> Result<ExitCode> {
         names.sort();
         write_index(paths, &names)?;
     }
-    println!("stored keys for {entry:?} in the OS keyring (use `keyring = \"{entry}\"` in a session config)");
+    println!(
+        "stored keys for {entry:?} in the OS keyring (use `keyring = \"{entry}\"` in a session config)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

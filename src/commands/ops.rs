@@ -53,7 +53,9 @@ elhaz_use() {
 const HOOK_FISH: &str = r#"# elhaz shell integration: `elhaz_use [NAME]` loads a session's variables into this shell.
 # The values come from `elhaz export` when you call it; nothing secret is in this snippet.
 function elhaz_use
-    command elhaz export $argv --format fish | source
+    set -l __elhaz_env (command elhaz export $argv --format fish); or return
+    string join \n -- $__elhaz_env | source
+    return 0
 end
 "#;
 
@@ -81,7 +83,9 @@ fn exe_path() -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
     let exe = exe.to_string_lossy().into_owned();
     if exe.contains(char::is_whitespace) {
-        bail!("the elhaz executable path {exe:?} contains spaces; install it elsewhere for systemd");
+        bail!(
+            "the elhaz executable path {exe:?} contains spaces; install it elsewhere for systemd"
+        );
     }
     Ok(exe)
 }
@@ -216,12 +220,14 @@ pub fn agent_access(
     if !dry_run && !nix::unistd::geteuid().is_root() {
         bail!("setup agent-access changes users and groups: run it as root (or with --dry-run)");
     }
-    let d = User::from_name(daemon)?
-        .with_context(|| format!("--daemon-user {daemon:?} does not exist (create it first: useradd -r -m {daemon})"))?;
-    User::from_name(agent)?
-        .with_context(|| format!("--agent-user {agent:?} does not exist"))?;
+    let d = User::from_name(daemon)?.with_context(|| {
+        format!("--daemon-user {daemon:?} does not exist (create it first: useradd -r -m {daemon})")
+    })?;
+    User::from_name(agent)?.with_context(|| format!("--agent-user {agent:?} does not exist"))?;
     if agent == daemon {
-        bail!("the agent user must differ from the daemon user: the point is that agents cannot read the daemon's files");
+        bail!(
+            "the agent user must differ from the daemon user: the point is that agents cannot read the daemon's files"
+        );
     }
     if Group::from_name(group)?.is_none() {
         run(dry_run, &["groupadd", "--system", group])?;
@@ -234,7 +240,12 @@ pub fn agent_access(
     if socket_dir.exists() {
         println!("{dir} exists; leaving its ownership and mode as they are");
     } else {
-        run(dry_run, &["install", "-d", "-m", "0750", "-o", daemon, "-g", group, &dir])?;
+        run(
+            dry_run,
+            &[
+                "install", "-d", "-m", "0750", "-o", daemon, "-g", group, &dir,
+            ],
+        )?;
     }
     let tmpfiles = format!("d {dir} 0750 {daemon} {group} -\n");
     println!("+ write /etc/tmpfiles.d/elhaz.conf: {}", tmpfiles.trim());

@@ -16,17 +16,20 @@ fn aws_config_file() -> Result<PathBuf> {
     if let Some(f) = std::env::var_os("AWS_CONFIG_FILE").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(f));
     }
-    let home = directories::BaseDirs::new().ok_or_else(|| anyhow!("cannot find your home directory"))?;
+    let home =
+        directories::BaseDirs::new().ok_or_else(|| anyhow!("cannot find your home directory"))?;
     Ok(home.home_dir().join(".aws").join("config"))
 }
 
 fn header_name(line: &str) -> Option<String> {
     let t = line.trim();
     let inner = t.strip_prefix('[')?.split(']').next()?.trim();
-    Some(match inner.strip_prefix("profile") {
-        Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim().to_string(),
-        _ => inner.to_string(),
-    })
+    match inner.strip_prefix("profile") {
+        Some(rest) if rest.starts_with(char::is_whitespace) => Some(rest.trim().to_string()),
+        // In the config file a bare `[name]` is not a profile (SDKs ignore it); only
+        // `[default]` is.
+        _ => (inner == "default").then(|| inner.to_string()),
+    }
 }
 
 fn key_of(line: &str) -> Option<String> {
@@ -40,16 +43,21 @@ fn key_of(line: &str) -> Option<String> {
 
 /// Returns the edited text (unchanged if already up to date) and any conflicting keys found in
 /// the stanza.
-pub fn edit_config(text: &str, profile: &str, line: &str, region: Option<&str>) -> (String, Vec<String>) {
+pub fn edit_config(
+    text: &str,
+    profile: &str,
+    line: &str,
+    region: Option<&str>,
+) -> (String, Vec<String>) {
     let header = if profile == "default" {
         "[default]".to_string()
     } else {
         format!("[profile {profile}]")
     };
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let start = lines
-        .iter()
-        .position(|l| header_name(l).as_deref() == Some(profile) && l.trim_start().starts_with('['));
+    let start = lines.iter().position(|l| {
+        header_name(l).as_deref() == Some(profile) && l.trim_start().starts_with('[')
+    });
     let Some(start) = start else {
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
@@ -83,9 +91,15 @@ pub fn edit_config(text: &str, profile: &str, line: &str, region: Option<&str>) 
                 }
             }
             Some(
-                k @ ("aws_access_key_id" | "aws_secret_access_key" | "aws_session_token"
-                | "role_arn" | "source_profile" | "credential_source" | "sso_session"
-                | "sso_start_url" | "web_identity_token_file"),
+                k @ ("aws_access_key_id"
+                | "aws_secret_access_key"
+                | "aws_session_token"
+                | "role_arn"
+                | "source_profile"
+                | "credential_source"
+                | "sso_session"
+                | "sso_start_url"
+                | "web_identity_token_file"),
             ) => {
                 conflicts.push(k.to_string());
                 out.push(l.to_string());
@@ -130,7 +144,9 @@ pub fn aws_profile(
         .and_then(|c| c.region.map(|r| r.0));
     let profile = profile.unwrap_or(name);
     if profile.is_empty() || profile.contains([']', '[', '\n']) {
-        return Err(anyhow!("--profile {profile:?} is not a usable profile name"));
+        return Err(anyhow!(
+            "--profile {profile:?} is not a usable profile name"
+        ));
     }
     let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
     let exe = exe.to_string_lossy();
@@ -153,12 +169,19 @@ pub fn aws_profile(
         return Ok(ExitCode::SUCCESS);
     }
     let file = aws_config_file()?;
+    // Edit the file a symlink points to (dotfiles): the atomic rename would replace the link.
+    let file = std::fs::canonicalize(&file).unwrap_or(file);
     let old = match std::fs::read_to_string(&file) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     };
-    let (new, conflicts) = edit_config(old.as_deref().unwrap_or(""), profile, &line, region.as_deref());
+    let (new, conflicts) = edit_config(
+        old.as_deref().unwrap_or(""),
+        profile,
+        &line,
+        region.as_deref(),
+    );
     for k in &conflicts {
         eprintln!(
             "elhaz: warning: profile {profile:?} in {} also sets `{k}`, which may take precedence over credential_process; remove it",
@@ -166,7 +189,10 @@ pub fn aws_profile(
         );
     }
     if old.as_deref() == Some(new.as_str()) {
-        println!("profile {profile:?} in {} is already up to date", file.display());
+        println!(
+            "profile {profile:?} in {} is already up to date",
+            file.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(dir) = file.parent() {
@@ -203,8 +229,13 @@ mod tests {
     fn appends_a_stanza_and_keeps_everything_else() {
         let text = "# mine\n[default]\nregion = eu-west-1 ; keep\n\n[profile other]\noutput=json";
         let (out, c) = edit_config(text, "dev", LINE, None);
-        assert!(out.starts_with("# mine\n[default]\nregion = eu-west-1 ; keep\n\n[profile other]\noutput=json\n"));
-        assert!(out.ends_with(&format!("\n\n[profile dev]\n{LINE}\n")), "{out}");
+        assert!(out.starts_with(
+            "# mine\n[default]\nregion = eu-west-1 ; keep\n\n[profile other]\noutput=json\n"
+        ));
+        assert!(
+            out.ends_with(&format!("\n\n[profile dev]\n{LINE}\n")),
+            "{out}"
+        );
         assert!(c.is_empty());
         // Idempotent.
         assert_eq!(edit_config(&out, "dev", LINE, None).0, out);
@@ -216,7 +247,9 @@ mod tests {
         let (out, _) = edit_config(text, "dev", LINE, None);
         assert_eq!(
             out,
-            format!("[profile dev]\nregion = x\n{LINE}\n# c\n[profile z]\ncredential_process = keep\n")
+            format!(
+                "[profile dev]\nregion = x\n{LINE}\n# c\n[profile z]\ncredential_process = keep\n"
+            )
         );
         let (out2, c) = edit_config("[profile dev]\nrole_arn = r\n", "dev", LINE, None);
         assert_eq!(out2, format!("[profile dev]\n{LINE}\nrole_arn = r\n"));

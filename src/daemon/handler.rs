@@ -27,10 +27,17 @@ fn denied(what: &str) -> WireError {
 
 fn check_session(state: &State, peer: &Peer, name: &str) -> Result<(), WireError> {
     if !peer.access.allows_session(name) {
-        tracing::warn!(peer_uid = peer.uid, session = name, "refused a session outside the peer's allow rule");
+        tracing::warn!(
+            peer_uid = peer.uid,
+            session = name,
+            "refused a session outside the peer's allow rule"
+        );
         return Err(WireError::new(
             ErrorCode::PermissionDenied,
-            format!("permission denied: uid {} may not use session {name:?}", peer.uid),
+            format!(
+                "permission denied: uid {} may not use session {name:?}",
+                peer.uid
+            ),
         ));
     }
     if !state.policy.take_token(name) {
@@ -88,7 +95,11 @@ fn status(state: &State) -> Result<Response, WireError> {
 
 /// The connection task cancels `state.shutdown` once this reply is written.
 fn stop(state: &State, peer: &Peer) -> Result<Response, WireError> {
-    tracing::info!(peer_uid = peer.uid, peer_pid = peer.pid.unwrap_or(-1), "stop requested");
+    tracing::info!(
+        peer_uid = peer.uid,
+        peer_pid = peer.pid.unwrap_or(-1),
+        "stop requested"
+    );
     Ok(Response::Stopping { pid: state.pid })
 }
 

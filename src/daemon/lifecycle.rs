@@ -213,6 +213,8 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     // SAFETY-free but process-wide: from here on every file the daemon creates is private.
     umask(Mode::from_bits_truncate(0o077));
     let settings = Settings::load(&paths.settings_file)?;
+    // Logging first, so that lock and stale-socket decisions are in the log too.
+    let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
     let mut paths = paths.clone();
     let shared = options
         .shared
@@ -220,12 +222,19 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     if let Some(sh) = &shared
         && !paths.socket_explicit
     {
-        paths.socket = sh.socket.clone().unwrap_or_else(|| paths.shared_socket.clone());
+        paths.socket = sh
+            .socket
+            .clone()
+            .unwrap_or_else(|| paths.shared_socket.clone());
     }
     let paths = &paths;
     let lock = acquire_lock(paths)?;
-    remove_stale_socket(&paths.socket)?;
-    let listener = match &shared {
+    // The pid file before the socket: whoever sees the socket accept can read the pid.
+    config::atomic_write(
+        &paths.pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
+    let bound = remove_stale_socket(&paths.socket).and_then(|()| match &shared {
         Some(sh) => bind_shared(
             &paths.socket,
             options
@@ -237,16 +246,18 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
                 .or(sh.socket_dir_mode)
                 .unwrap_or(config::DEFAULT_SHARED_DIR_MODE),
             options.group.as_deref().or(sh.group.as_deref()),
-        )?,
-        None => bind_private(&paths.socket)?,
+        ),
+        None => bind_private(&paths.socket),
+    });
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&paths.pid_file);
+            return Err(e);
+        }
     };
     let socket_ino = std::fs::metadata(&paths.socket).map(|m| m.ino()).ok();
-    config::atomic_write(
-        &paths.pid_file,
-        format!("{}\n", std::process::id()).as_bytes(),
-    )?;
     harden_process();
-    let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
 
     let capacity = options.capacity.unwrap_or(settings.capacity());
     // Keyrings are per thread: join ours before the runtime's threads exist.

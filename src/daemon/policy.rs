@@ -53,14 +53,22 @@ impl Policy {
                 let principal = if let Some(uid) = r.uid {
                     Principal::Uid(uid)
                 } else if let Some(user) = &r.user {
-                    let u = nix::unistd::User::from_name(user).ok().flatten().ok_or_else(|| {
-                        Error::Insecure(format!("[[shared.allow]] names unknown user {user:?}"))
-                    })?;
+                    let u = nix::unistd::User::from_name(user)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::Insecure(format!("[[shared.allow]] names unknown user {user:?}"))
+                        })?;
                     Principal::Uid(u.uid.as_raw())
                 } else if let Some(group) = &r.group {
-                    let g = nix::unistd::Group::from_name(group).ok().flatten().ok_or_else(|| {
-                        Error::Insecure(format!("[[shared.allow]] names unknown group {group:?}"))
-                    })?;
+                    let g = nix::unistd::Group::from_name(group)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::Insecure(format!(
+                                "[[shared.allow]] names unknown group {group:?}"
+                            ))
+                        })?;
                     Principal::Gid(g.gid.as_raw())
                 } else {
                     continue; // validated away at load
@@ -203,7 +211,12 @@ mod tests {
             ..Default::default()
         };
         // Rules apply only in shared mode.
-        assert_eq!(Policy::new(1000, &settings, false).unwrap().admit(4242, 4242), None);
+        assert_eq!(
+            Policy::new(1000, &settings, false)
+                .unwrap()
+                .admit(4242, 4242),
+            None
+        );
         let p = Policy::new(1000, &settings, true).unwrap();
         let a = p.admit(4242, 4242).unwrap();
         assert!(a.allows_session("ci") && !a.allows_session("prod"));

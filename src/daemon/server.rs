@@ -108,7 +108,10 @@ fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
         ));
     };
     if !state.policy.connect(uid) {
-        tracing::warn!(peer_uid = uid, "refused connection: per-client connection limit reached");
+        tracing::warn!(
+            peer_uid = uid,
+            "refused connection: per-client connection limit reached"
+        );
         return Err(format!(
             "too many connections from uid {uid} (max_connections_per_client)"
         ));
@@ -145,19 +148,28 @@ async fn serve_connection(
     let cancel = state.shutdown.clone();
     let mut first = true;
     loop {
-        let wait = if first {
-            FRAME_READ_TIMEOUT
-        } else {
-            IDLE_TIMEOUT
-        };
+        // Between requests the client may idle for IDLE_TIMEOUT before the next frame's first
+        // byte; once it starts a frame, the whole frame must arrive within FRAME_READ_TIMEOUT.
+        if !first && framed.read_buffer().is_empty() {
+            let idle = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = tokio::time::timeout(IDLE_TIMEOUT, framed.get_ref().readable()) => r,
+            };
+            if !matches!(idle, Ok(Ok(()))) {
+                return;
+            }
+        }
         first = false;
         let next = tokio::select! {
             () = cancel.cancelled() => return,
-            r = tokio::time::timeout(wait, framed.next()) => r,
+            r = tokio::time::timeout(FRAME_READ_TIMEOUT, framed.next()) => r,
         };
         let bytes = match next {
             Err(_) => {
-                tracing::debug!(peer_pid = peer.pid.unwrap_or(-1), "closing a connection that sent no frame in time");
+                tracing::debug!(
+                    peer_pid = peer.pid.unwrap_or(-1),
+                    "closing a connection that sent no frame in time"
+                );
                 return;
             }
             Ok(None) => return,
@@ -166,7 +178,10 @@ async fn serve_connection(
                     .get_ref()
                     .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
                 if too_large {
-                    tracing::warn!(peer_pid = peer.pid.unwrap_or(-1), "refused an oversized frame");
+                    tracing::warn!(
+                        peer_pid = peer.pid.unwrap_or(-1),
+                        "refused an oversized frame"
+                    );
                     let err = WireError::new(
                         ErrorCode::FrameTooLarge,
                         format!(
@@ -219,7 +234,14 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, A
         );
     }
     let frame: RequestFrame = match codec::from_payload(bytes) {
-        Ok(f) => f,
+        Ok(f) if op_is_named(bytes) => f,
+        Ok(_) => {
+            let err = WireError::new(
+                ErrorCode::BadRequest,
+                "malformed request: `op` must be a string",
+            );
+            return (error_reply(probe.id, err), After::default());
+        }
         Err(e) => {
             return (
                 error_reply(
@@ -250,6 +272,16 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, A
         outcome,
     };
     (Bytes::from(codec::to_payload(&reply)), after)
+}
+
+/// Whether the frame names its op with a string. serde also reads an integer as an enum's
+/// variant *index*, so `"op":2` would otherwise parse as `stop`.
+fn op_is_named(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Op {
+        op: serde_json::Value,
+    }
+    codec::from_payload::<Op>(bytes).is_ok_and(|o| o.op.is_string())
 }
 
 fn error_reply(id: u64, err: WireError) -> Bytes {

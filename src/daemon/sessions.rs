@@ -18,7 +18,7 @@
 //!   always find fresh credentials. A failed refresh keeps the still-valid credential, records
 //!   the error and retries with exponential backoff and jitter; an expired credential is never
 //!   served.
-//! - Timing uses tokio's monotonic clock: a credential's deadline is `received + lifetime`,
+//! - Timing uses tokio's monotonic clock: a credential's deadline is `sent + lifetime`,
 //!   immune to wall-clock jumps, and testable under `tokio::time::pause`.
 //! - Eviction (LRU overflow, `daemon remove`, shutdown) cancels the session's token — ending
 //!   its refresher — and drops its credentials at once.
@@ -46,6 +46,9 @@ const MAX_CHAIN_DEPTH: usize = 8;
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// After a failed fetch, requests within this long get the recorded error instead of a new
+/// STS call (a broken session must not turn every client request into an STS call).
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 
 /// When to refresh, measured from receipt: `lifetime − min(window, lifetime/3) − jitter`,
 /// where jitter (`0.0..=1.0` of up to 10 % of the lead) spreads refreshes of sessions loaded
@@ -99,6 +102,8 @@ struct Inner {
     held: Option<Arc<Held>>,
     inflight: Option<Flight>,
     last_error: Option<WireError>,
+    /// When `last_error` was recorded.
+    failed_at: Option<Instant>,
     next_refresh: Option<Instant>,
     failures: u32,
     long_term: Option<Arc<LongTermKeys>>,
@@ -227,7 +232,8 @@ impl Sessions {
 
     /// Every cached session, most recently used first.
     pub fn list(&self) -> Vec<SessionInfo> {
-        let sessions: Vec<Arc<Session>> = self.engine.lock().iter().map(|(_, s)| s.clone()).collect();
+        let sessions: Vec<Arc<Session>> =
+            self.engine.lock().iter().map(|(_, s)| s.clone()).collect();
         sessions.iter().map(|s| s.info()).collect()
     }
 
@@ -284,7 +290,11 @@ impl Sessions {
     }
 
     /// GetCallerIdentity made with the session's own credentials.
-    pub async fn whoami(&self, name: &str, mfa_code: Option<String>) -> Result<Identity, WireError> {
+    pub async fn whoami(
+        &self,
+        name: &str,
+        mfa_code: Option<String>,
+    ) -> Result<Identity, WireError> {
         let session = self.engine.load(name, false)?;
         let held = self
             .engine
@@ -342,13 +352,22 @@ impl Engine {
             old.retire();
             tracing::info!(session = %old_name, capacity = self.lock().cap().get(), "session evicted (least recently used)");
         }
-        tracing::info!(session = name, source = session.config.source().kind(), "session loaded");
+        tracing::info!(
+            session = name,
+            source = session.config.source().kind(),
+            "session loaded"
+        );
         tokio::spawn(refresher(self.clone(), session.clone()));
         Ok(session)
     }
 
     /// Rejects chains that loop or run too deep (a loop would wait on itself).
-    fn check_chain(&self, name: &str, config: &SessionConfig, custom: bool) -> Result<(), WireError> {
+    fn check_chain(
+        &self,
+        name: &str,
+        config: &SessionConfig,
+        custom: bool,
+    ) -> Result<(), WireError> {
         let mut seen = vec![name.to_string()];
         let mut next = match config.source() {
             Source::Session(o) => Some(o),
@@ -388,8 +407,18 @@ impl Engine {
         for _ in 0..2 {
             let flight = {
                 let mut inner = session.lock();
-                if let Some(h) = inner.held.as_ref().filter(|h| h.servable(Instant::now())) {
+                let now = Instant::now();
+                if let Some(h) = inner.held.as_ref().filter(|h| h.servable(now)) {
                     return Ok(h.clone());
+                }
+                // Negative cache: a fresh failure is answered from memory, unless this request
+                // brings the MFA code the failure asked for.
+                if inner.inflight.is_none()
+                    && let (Some(e), Some(at)) = (&inner.last_error, inner.failed_at)
+                    && now < at + NEGATIVE_TTL
+                    && !(e.code == ErrorCode::MfaRequired && code.is_some())
+                {
+                    return Err(e.clone());
                 }
                 match &inner.inflight {
                     Some(f) => f.clone(),
@@ -421,8 +450,12 @@ impl Engine {
         let engine = self.clone();
         let s = session.clone();
         let task = tokio::spawn(async move { engine.fetch(&s, mfa_code).await });
+        let s = session.clone();
         let fut: BoxFuture<Result<Arc<Held>, WireError>> = Box::pin(async move {
             task.await.unwrap_or_else(|e| {
+                // The task died (a panic) before it could clear the in-flight marker; clear it
+                // here, or every later reader would get this cached failure.
+                s.lock().inflight = None;
                 Err(WireError::new(
                     ErrorCode::Internal,
                     format!("the fetch task failed: {e}"),
@@ -438,6 +471,9 @@ impl Engine {
         session: &Arc<Session>,
         mfa_code: Option<secrecy::SecretString>,
     ) -> Result<Arc<Held>, WireError> {
+        // `Fetched::lifetime` is measured from when the request was sent, so the deadline is
+        // anchored there too: a slow answer must not push it past the real expiry.
+        let sent = Instant::now();
         let result = self.fetch_inner(session, mfa_code).await;
         let now = Instant::now();
         let jitter: f64 = rand::random();
@@ -447,13 +483,14 @@ impl Engine {
             Ok(f) => {
                 let held = Arc::new(Held {
                     creds: Arc::new(f.creds),
-                    expires_at: now + f.lifetime,
+                    expires_at: sent + f.lifetime,
                     lifetime: f.lifetime,
                 });
                 inner.next_refresh =
-                    Some(now + refresh_delay(f.lifetime, self.refresh_window, jitter));
+                    Some(sent + refresh_delay(f.lifetime, self.refresh_window, jitter));
                 inner.held = Some(held.clone());
                 inner.last_error = None;
+                inner.failed_at = None;
                 inner.failures = 0;
                 inner.note = f.note;
                 Ok(held)
@@ -476,6 +513,7 @@ impl Engine {
                     "refresh failed"
                 );
                 inner.last_error = Some(e.clone());
+                inner.failed_at = Some(now);
                 Err(e)
             }
         };
@@ -487,19 +525,28 @@ impl Engine {
     async fn fetch_inner(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        mfa_code: Option<secrecy::SecretString>,
+        mut mfa_code: Option<secrecy::SecretString>,
     ) -> Result<crate::sts::Fetched, WireError> {
         let config = session.config.clone();
         let chained = match config.source() {
             Source::Session(other) => {
+                // Without MFA of its own, a code the user typed is for the source's device.
+                let code = if config.mfa.is_none() {
+                    mfa_code.take()
+                } else {
+                    None
+                };
                 // Resolve in-process through the same cache: no socket round trip, no lock held.
                 let engine = self.clone();
                 let fut: BoxFuture<Result<Arc<Held>, WireError>> = Box::pin(async move {
                     let src = engine.load(&other, false)?;
-                    engine.credentials_of(&src, None).await
+                    engine.credentials_of(&src, code).await
                 });
                 let held = fut.await.map_err(|e| {
-                    WireError::new(e.code, format!("source session: {}", e.message))
+                    let mut w = WireError::new(e.code, format!("source session: {}", e.message));
+                    // Keep the serial so the client can prompt for the source's device.
+                    w.mfa_serial = e.mfa_serial;
+                    w
                 })?;
                 Some(held.creds.clone())
             }
@@ -657,12 +704,20 @@ mod tests {
         }
     }
 
-    fn setup(lifetime: u64, delay_ms: u64, names: &[&str]) -> (Sessions, Arc<FakeSts>, tempfile::TempDir) {
+    fn setup(
+        lifetime: u64,
+        delay_ms: u64,
+        names: &[&str],
+    ) -> (Sessions, Arc<FakeSts>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().join("configs"));
         for n in names {
             store
-                .write(n, "[role]\narn = \"arn:aws:iam::123456789012:role/r\"\n", false)
+                .write(
+                    n,
+                    "[role]\narn = \"arn:aws:iam::123456789012:role/r\"\n",
+                    false,
+                )
                 .unwrap();
         }
         let fake = Arc::new(FakeSts {
@@ -718,7 +773,10 @@ mod tests {
         let info = &sessions.list()[0];
         assert_eq!(info.state, "stale");
         assert!(info.last_error.as_deref().unwrap().contains("sts is down"));
-        assert!(fake.calls.load(Ordering::SeqCst) >= 3, "retried with backoff");
+        assert!(
+            fake.calls.load(Ordering::SeqCst) >= 3,
+            "retried with backoff"
+        );
         // Past expiry: never served; the request gets STS's error.
         tokio::time::sleep(Duration::from_secs(16 * 60)).await;
         let err = sessions.credentials("a", None).await.unwrap_err();
@@ -729,6 +787,25 @@ mod tests {
         assert_eq!(sessions.list()[0].state, "fresh");
         let again = sessions.credentials("a", None).await.unwrap();
         assert_ne!(again.access_key_id, first.access_key_id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_failure_is_answered_from_memory() {
+        let (sessions, fake, _d) = setup(3600, 10, &["a"]);
+        fake.fail.store(true, Ordering::SeqCst);
+        for _ in 0..10 {
+            let e = sessions.credentials("a", None).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unavailable);
+        }
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "one STS call for ten requests"
+        );
+        // After the negative TTL a request tries again.
+        fake.fail.store(false, Ordering::SeqCst);
+        tokio::time::sleep(NEGATIVE_TTL).await;
+        sessions.credentials("a", None).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -757,7 +834,11 @@ mod tests {
         tokio::task::yield_now().await;
         let t0 = Instant::now();
         sessions.credentials("a", None).await.unwrap();
-        assert_eq!(t0.elapsed(), Duration::ZERO, "a cached read waits for nothing");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "a cached read waits for nothing"
+        );
         slow.await.unwrap().unwrap();
     }
 }
