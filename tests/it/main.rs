@@ -1,0 +1,27 @@
+//! The integration test suite: one binary, one module per area. Every test runs the real
+//! `elhaz` binary in its own temp `ELHAZ_HOME` (see `util`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+mod bench_smoke;
+mod config_store;
+mod consumers;
+mod docs;
+mod engine;
+mod fake_sts;
+mod frames;
+mod hardening;
+mod hardening_faults;
+mod hardening_input;
+mod hardening_isolation;
+mod hardening_load;
+mod in_process;
+mod lifecycle;
+mod moto;
+mod ops;
+mod paths;
+mod protocol_fixtures;
+mod security;
+mod shared;
