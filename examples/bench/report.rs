@@ -1,0 +1,344 @@
+//! The targets of issue #6 and the markdown table, both computed from the results JSON only,
+//! so a saved `results.json` always reproduces its table.
+
+use serde_json::{Value, json};
+
+use crate::{fmt_num, ratio};
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The largest measured level of a `[{"sessions":N,"kib":K}]` list.
+fn last_level(v: &Value) -> (u64, f64) {
+    v.as_array()
+        .and_then(|a| a.last())
+        .map(|l| (l["sessions"].as_u64().unwrap_or(0), f(&l["kib"])))
+        .unwrap_or((0, f64::NAN))
+}
+
+fn tp_at(list: &Value, clients: u64) -> f64 {
+    list.as_array()
+        .and_then(|a| a.iter().find(|t| t["clients"].as_u64() == Some(clients)))
+        .map_or(f64::NAN, |t| f(&t["rps"]))
+}
+
+/// One target: what is measured, its limit and whether it is met. `ratio` is the measured
+/// value relative to the same run's floor where the target is a ratio.
+fn target(id: &str, what: &str, value: f64, unit: &str, cmp: &str, limit: f64) -> Value {
+    let met = match cmp {
+        "<=" => value <= limit,
+        ">=" => value >= limit,
+        _ => value == limit,
+    };
+    json!({
+        "id": id, "target": what, "value": value, "unit": unit, "cmp": cmp, "limit": limit,
+        "met": met && value.is_finite(),
+    })
+}
+
+/// Every target of the issue, evaluated.
+pub fn targets(r: &Value) -> Value {
+    let cli = &r["cli"];
+    let t = f(&cli["bin_true"]["p50"]);
+    let cp = f(&cli["ours_cp"]["p50"]);
+    let rt = &r["round_trip"];
+    let (n_max, kib_max) = last_level(&r["rss_kib"]["ours"]);
+    let idle = r["rss_kib"]["ours"]
+        .as_array()
+        .and_then(|a| a.first())
+        .map_or(f64::NAN, |l| f(&l["kib"]));
+    let sts = &r["sts_calls"];
+    json!([
+        target(
+            "cp_vs_true",
+            "credential-process median ≤ 2.5× /bin/true (same run)",
+            ratio(cp, t),
+            "×",
+            "<=",
+            2.5
+        ),
+        target(
+            "cp_vs_python",
+            "credential-process median ≥ 300× faster than Python elhaz",
+            ratio(f(&cli["py_cp"]["p50"]), cp),
+            "×",
+            ">=",
+            300.0
+        ),
+        target(
+            "exec_vs_true",
+            "exec -- /bin/true median ≤ 3× /bin/true",
+            ratio(f(&cli["ours_exec"]["p50"]), t),
+            "×",
+            "<=",
+            3.0
+        ),
+        target(
+            "rt_p50",
+            "round trip median ≤ 1.5× echo floor",
+            ratio(f(&rt["ours"]["p50"]), f(&rt["echo_floor"]["p50"])),
+            "×",
+            "<=",
+            1.5
+        ),
+        target(
+            "rt_p99",
+            "round trip p99 ≤ 1.5× echo floor",
+            ratio(f(&rt["ours"]["p99"]), f(&rt["echo_floor"]["p99"])),
+            "×",
+            "<=",
+            1.5
+        ),
+        target(
+            "tp32",
+            "throughput at 32 clients ≥ 70 % of echo floor",
+            ratio(
+                tp_at(&r["throughput"]["ours"], 32),
+                tp_at(&r["throughput"]["floor"], 32)
+            ),
+            "× floor",
+            ">=",
+            0.7
+        ),
+        target(
+            "rss_idle",
+            "RSS idle ≤ 10 MiB",
+            idle / 1024.0,
+            "MiB",
+            "<=",
+            10.0
+        ),
+        target(
+            "rss_sessions",
+            &format!("RSS with {n_max} sessions ≤ 30 MiB (issue: 1,000)"),
+            kib_max / 1024.0,
+            "MiB",
+            "<=",
+            30.0
+        ),
+        target(
+            "first_fetch",
+            &format!(
+                "STS calls for {} concurrent first fetches = 1",
+                sts["first_fetch_clients"]
+            ),
+            f(&sts["first_fetch_calls"]),
+            "calls",
+            "==",
+            1.0
+        ),
+        target(
+            "warm",
+            &format!("STS calls for {} warm fetches = 0", sts["warm_fetches"]),
+            f(&sts["warm_calls"]),
+            "calls",
+            "==",
+            0.0
+        ),
+        target(
+            "slow_read_p99",
+            "read p99 of a cached session during a slow STS call ≤ 5 ms",
+            f(&r["slow_sts"]["ours"]["reads"]["p99"]) / 1e3,
+            "ms",
+            "<=",
+            5.0
+        ),
+    ])
+}
+
+fn ms(d: &Value) -> String {
+    format!("{} / {} ms", fmt_num(f(&d["p50"])), fmt_num(f(&d["p90"])))
+}
+
+fn us(d: &Value) -> String {
+    format!("{} / {} µs", fmt_num(f(&d["p50"])), fmt_num(f(&d["p99"])))
+}
+
+fn mib(kib: f64) -> String {
+    format!("{} MiB", fmt_num(kib / 1024.0))
+}
+
+fn rss_list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    let n = l["sessions"].as_u64().unwrap_or(0);
+                    let label = if n == 0 {
+                        "idle".to_string()
+                    } else {
+                        format!("{n}")
+                    };
+                    format!("{label}: {}", mib(f(&l["kib"])))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+fn tp_list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| format!("{:.0}", f(&t["rps"])))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .unwrap_or_default()
+}
+
+fn reads(d: &Value) -> String {
+    let r = &d["reads"];
+    format!(
+        "p99 {} ms, max {} ms (n={}, slow call {:.1} s)",
+        fmt_num(f(&r["p99"]) / 1e3),
+        fmt_num(f(&r["max"]) / 1e3),
+        r["n"],
+        f(&d["slow_call_s"])
+    )
+}
+
+/// The markdown table (figures, then targets) printed on stdout and kept in `table.md`.
+pub fn table(r: &Value) -> String {
+    let cli = &r["cli"];
+    let aws = &r["aws"];
+    let rt = &r["round_trip"];
+    let tp = &r["throughput"];
+    let sts = &r["sts_calls"];
+    let m = &r["meta"];
+    let levels = tp["ours"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| t["clients"].to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .unwrap_or_default();
+    let mut s = String::new();
+    s.push_str(&format!(
+        "elhaz {} vs Python elhaz {} — {} run, {} — {} × {}, {}, kernel {}, {}\n\n",
+        m["elhaz_version"].as_str().unwrap_or("?"),
+        m["python_elhaz_version"].as_str().unwrap_or("?"),
+        m["mode"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?"),
+        m["machine"]["nproc"],
+        m["machine"]["cpu"].as_str().unwrap_or("?"),
+        m["machine"]["os"].as_str().unwrap_or("?"),
+        m["machine"]["kernel"].as_str().unwrap_or("?"),
+        m["machine"]["rustc"].as_str().unwrap_or("?"),
+    ));
+    s.push_str("| figure | ours | Python elhaz 0.5.6 | floor |\n|---|---|---|---|\n");
+    let row = |s: &mut String, a: &str, b: String, c: String, d: String| {
+        s.push_str(&format!("| {a} | {b} | {c} | {d} |\n"));
+    };
+    row(
+        &mut s,
+        "`credential-process` wall time, warm daemon, cached session (median / p90)",
+        ms(&cli["ours_cp"]),
+        format!("{} (`export -f credential-process`)", ms(&cli["py_cp"])),
+        format!(
+            "`/bin/true` {}; `python3 -c pass` {}; std-only socket client {}",
+            ms(&cli["bin_true"]),
+            ms(&cli["python_pass"]),
+            ms(&cli["floor_client"])
+        ),
+    );
+    row(
+        &mut s,
+        "`exec NAME -- /bin/true` wall time (median / p90)",
+        ms(&cli["ours_exec"]),
+        ms(&cli["py_exec"]),
+        format!(
+            "`/bin/true` {} (Python's group: {})",
+            ms(&cli["bin_true"]),
+            ms(&cli["bin_true_py_group"])
+        ),
+    );
+    row(
+        &mut s,
+        "`aws sts get-caller-identity` via a credential_process profile (median / p90)",
+        ms(&aws["ours"]),
+        ms(&aws["py"]),
+        format!("static env credentials {}", ms(&aws["static"])),
+    );
+    row(
+        &mut s,
+        "daemon request round trip, in-process client (median / p99)",
+        format!(
+            "{} (library client); {} (raw client)",
+            us(&rt["ours"]),
+            us(&rt["ours_raw"])
+        ),
+        us(&rt["py"]),
+        format!("echo server {}", us(&rt["echo_floor"])),
+    );
+    row(
+        &mut s,
+        &format!("throughput at {levels} concurrent clients (req/s)"),
+        tp_list(&tp["ours"]),
+        "—".into(),
+        format!("echo server {}", tp_list(&tp["floor"])),
+    );
+    row(
+        &mut s,
+        "daemon RSS, idle and with N cached sessions",
+        rss_list(&r["rss_kib"]["ours"]),
+        rss_list(&r["rss_kib"]["py"]),
+        "—".into(),
+    );
+    row(
+        &mut s,
+        &format!(
+            "STS calls for {} concurrent first fetches of one session; for {} warm fetches",
+            sts["first_fetch_clients"], sts["warm_fetches"]
+        ),
+        format!(
+            "{} ; {} (daemon's own count: {})",
+            sts["first_fetch_calls"], sts["warm_calls"], sts["first_fetch_daemon_count"]
+        ),
+        "—".into(),
+        "1 ; 0".into(),
+    );
+    row(
+        &mut s,
+        &format!(
+            "read latency of a cached session while another session's STS call takes {} s",
+            r["slow_sts"]["delay_s"]
+        ),
+        reads(&r["slow_sts"]["ours"]),
+        reads(&r["slow_sts"]["py"]),
+        "—".into(),
+    );
+    s.push_str("\n| target | measured | limit | met |\n|---|---|---|---|\n");
+    if let Some(ts) = r["targets"].as_array() {
+        for t in ts {
+            let unit = t["unit"].as_str().unwrap_or("");
+            s.push_str(&format!(
+                "| {} | {} {unit} | {} {} {unit} | {} |\n",
+                t["target"].as_str().unwrap_or("?"),
+                fmt_num(f(&t["value"])),
+                t["cmp"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .replace("<=", "≤")
+                    .replace(">=", "≥"),
+                fmt_num(f(&t["limit"])),
+                if t["met"].as_bool() == Some(true) {
+                    "**met**"
+                } else {
+                    "**NOT met**"
+                }
+            ));
+        }
+    }
+    if m["mode"] == "smoke" {
+        s.push_str(
+            "\nSmoke run: tiny counts and debug-able builds; the numbers prove the benchmark \
+             works, not how fast elhaz is.\n",
+        );
+    }
+    s
+}
