@@ -33,6 +33,42 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The two hot paths in their plain spellings, recognised without clap:
+/// `credential-process NAME` and `exec NAME -- CMD [ARGS…]`. Anything else (flags, `-n`,
+/// missing parts) returns `None` and goes through clap as usual, so behaviour is identical.
+pub fn fast_path(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<Cli> {
+    let mut it = args.into_iter().skip(1);
+    let sub = it.next()?;
+    let name = it.next()?.into_string().ok()?;
+    if name.is_empty() || name.starts_with('-') {
+        return None;
+    }
+    let name_arg = NameArg {
+        name: Some(name),
+        name_flag: None,
+    };
+    match sub.to_str()? {
+        "credential-process" if it.next().is_none() => Some(Cli {
+            command: Command::CredentialProcess(name_arg),
+        }),
+        "exec" if it.next().is_some_and(|d| d == "--") => {
+            let command: Vec<std::ffi::OsString> = it.collect();
+            if command.is_empty() {
+                return None;
+            }
+            Some(Cli {
+                command: Command::Exec(ExecArgs {
+                    name: name_arg,
+                    refreshing: false,
+                    force: false,
+                    command,
+                }),
+            })
+        }
+        _ => None,
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Manage the daemon.
@@ -169,10 +205,20 @@ pub struct StartArgs {
     #[arg(long)]
     pub shared: bool,
     /// Shared socket mode, octal (default 0660).
-    #[arg(long, env = "ELHAZ_SOCKET_MODE", value_name = "MODE", requires = "shared")]
+    #[arg(
+        long,
+        env = "ELHAZ_SOCKET_MODE",
+        value_name = "MODE",
+        requires = "shared"
+    )]
     pub socket_mode: Option<String>,
     /// Shared socket directory mode when elhaz creates it, octal (default 0750).
-    #[arg(long, env = "ELHAZ_SOCKET_DIR_MODE", value_name = "MODE", requires = "shared")]
+    #[arg(
+        long,
+        env = "ELHAZ_SOCKET_DIR_MODE",
+        value_name = "MODE",
+        requires = "shared"
+    )]
     pub socket_dir_mode: Option<String>,
     /// Group owning the shared socket.
     #[arg(long, value_name = "GROUP", requires = "shared")]
@@ -442,4 +488,39 @@ pub enum Format {
     CredentialProcess,
     /// `set -gx VAR …` lines for fish.
     Fish,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Option<String> {
+        fast_path(args.iter().map(std::ffi::OsString::from)).map(|c| format!("{:?}", c.command))
+    }
+
+    /// The fast path must agree with clap on everything it accepts.
+    #[test]
+    fn fast_path_matches_clap() {
+        for args in [
+            &["elhaz", "credential-process", "dev"][..],
+            &["elhaz", "exec", "dev", "--", "aws", "s3", "ls", "--", "-x"],
+            &["elhaz", "exec", "dev", "--", "true"],
+        ] {
+            let fast = parse(args).expect("fast path taken");
+            let slow = format!("{:?}", Cli::try_parse_from(args).unwrap().command);
+            assert_eq!(fast, slow, "{args:?}");
+        }
+        for args in [
+            &["elhaz", "credential-process"][..],
+            &["elhaz", "credential-process", "-n", "dev"],
+            &["elhaz", "credential-process", "dev", "extra"],
+            &["elhaz", "exec", "dev", "--refreshing", "--", "x"],
+            &["elhaz", "exec", "dev", "--"],
+            &["elhaz", "exec", "--", "x"],
+            &["elhaz", "--", "credential-process", "dev"],
+            &["elhaz"],
+        ] {
+            assert!(parse(args).is_none(), "{args:?}");
+        }
+    }
 }

@@ -78,7 +78,7 @@ impl Client {
             .build()
             .map_err(|e| Error::io("cannot start the async runtime", e))?;
         let _ = crate::keyring::init();
-        let fetcher = runtime.block_on(crate::sts::StsFetcher::load());
+        let fetcher = crate::sts::LazySts::new();
         let sessions = Sessions::new(
             Store::new(paths.configs_dir.clone()),
             settings.capacity(),
@@ -103,11 +103,11 @@ impl Client {
         self.next_id += 1;
         match &mut self.transport {
             Transport::InProcess(p) => {
-                let peer = crate::daemon::handler::Peer {
-                    uid: p.state.uid,
-                    pid: Some(std::process::id() as i32),
-                    access: crate::daemon::policy::Access::Owner,
-                };
+                let peer = crate::daemon::handler::Peer::new(
+                    p.state.uid,
+                    Some(std::process::id() as i32),
+                    crate::daemon::policy::Access::Owner,
+                );
                 let state = p.state.clone();
                 p.runtime
                     .block_on(crate::daemon::handler::handle(&state, peer, request))

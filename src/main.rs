@@ -8,10 +8,17 @@ mod cli;
 mod commands;
 
 fn main() -> ExitCode {
-    // Answers shell completion requests (`COMPLETE=bash elhaz …`); returns at once otherwise.
-    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
-        .complete();
-    let cli = cli::Cli::parse();
+    // The hot paths (`credential-process NAME`, `exec NAME -- CMD…`) skip clap: building the
+    // full command tree is a quarter of credential-process's instructions.
+    let cli = match cli::fast_path(std::env::args_os()) {
+        Some(cli) => cli,
+        None => {
+            // Answers shell completion requests (`COMPLETE=bash elhaz …`); returns otherwise.
+            clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+                .complete();
+            cli::Cli::parse()
+        }
+    };
     // Used by the docs test: every `elhaz …` command shown in the docs must parse.
     if std::env::var_os("ELHAZ_PARSE_ONLY").is_some() {
         return ExitCode::SUCCESS;

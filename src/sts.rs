@@ -572,6 +572,42 @@ where
     }
 }
 
+/// A [`StsFetcher`] loaded on first use: an idle daemon (no session yet) never touches the
+/// AWS SDK, which keeps its start-up short and its resident memory small. The environment it
+/// reads is the daemon's own, which does not change after start.
+#[derive(Debug, Clone, Default)]
+pub struct LazySts {
+    cell: Arc<tokio::sync::OnceCell<StsFetcher>>,
+}
+
+impl LazySts {
+    /// An unloaded fetcher.
+    pub fn new() -> LazySts {
+        LazySts::default()
+    }
+}
+
+impl Fetch for LazySts {
+    fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
+        let cell = self.cell.clone();
+        Box::pin(async move { cell.get_or_init(StsFetcher::load).await.fetch(req).await })
+    }
+
+    fn whoami(
+        &self,
+        config: Arc<SessionConfig>,
+        creds: Arc<Credentials>,
+    ) -> BoxFuture<Result<Identity, WireError>> {
+        let cell = self.cell.clone();
+        Box::pin(async move {
+            cell.get_or_init(StsFetcher::load)
+                .await
+                .whoami(config, creds)
+                .await
+        })
+    }
+}
+
 impl Fetch for StsFetcher {
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
         let inner = self.inner.clone();

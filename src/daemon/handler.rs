@@ -16,6 +16,30 @@ pub struct Peer {
     pub pid: Option<i32>,
     /// What the policy lets this peer do.
     pub access: Access,
+    /// The peer's executable name, looked up once per connection when first needed.
+    pub exe: std::sync::OnceLock<String>,
+}
+
+impl Peer {
+    /// A peer with the given identity.
+    pub fn new(uid: u32, pid: Option<i32>, access: Access) -> Peer {
+        Peer {
+            uid,
+            pid,
+            access,
+            exe: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The executable name of the peer, for the audit trail (best effort).
+    pub fn exe(&self) -> &str {
+        self.exe.get_or_init(|| {
+            self.pid
+                .and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "?".into())
+        })
+    }
 }
 
 fn denied(what: &str) -> WireError {
@@ -135,7 +159,7 @@ async fn credentials(
         session = name,
         peer_uid = peer.uid,
         peer_pid = peer.pid.unwrap_or(-1),
-        peer_exe = %peer_exe(peer.pid),
+        peer_exe = peer.exe(),
         expiration = %creds.expiration,
         "credentials served"
     );
@@ -152,13 +176,6 @@ async fn whoami(
         .whoami(name, mfa_code)
         .await
         .map(Response::Identity)
-}
-
-/// The executable name of a peer, for the audit trail (best effort).
-fn peer_exe(pid: Option<i32>) -> String {
-    pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// The reply for a frame whose protocol version is not ours.

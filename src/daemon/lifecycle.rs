@@ -270,7 +270,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let fetcher = runtime.block_on(crate::sts::StsFetcher::load());
+    let fetcher = crate::sts::LazySts::new();
     let sessions = Sessions::new(
         Store::new(paths.configs_dir.clone()),
         capacity,

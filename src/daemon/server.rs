@@ -116,7 +116,7 @@ fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
             "too many connections from uid {uid} (max_connections_per_client)"
         ));
     }
-    Ok(Peer { uid, pid, access })
+    Ok(Peer::new(uid, pid, access))
 }
 
 async fn connection(stream: UnixStream, state: &Arc<State>) {
