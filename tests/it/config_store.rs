@@ -591,8 +591,8 @@ fn remove_needs_yes_without_a_tty() {
 #[test]
 fn remove_also_evicts_from_a_running_daemon() {
     let env = TestEnv::new();
-    let sts = FakeSts::start();
-    sts.configure(&env);
+    let sts = crate::fake_sts::FakeSts::start();
+    crate::moto::aws_env(&env, &sts.url());
     env.add_config("dev");
     let _d = env.start_daemon_foreground(&[]);
     env.run_ok(&["daemon", "add", "dev"]);

@@ -1263,3 +1263,45 @@ fn web_identity_token_is_reread_at_each_refresh() {
     assert_eq!(calls[1].param("WebIdentityToken"), Some("token-two"));
     assert_eq!(session(&env, "rot")["hits"], 1);
 }
+
+/// A restart keeps configs and re-warms the sessions that were cached (names only are
+/// recorded; `rewarm = false` turns it off).
+#[test]
+fn restart_rewarms_cached_sessions_from_their_names() {
+    let (env, sts) = fake_env();
+    for n in ["a", "b"] {
+        add_sts_config(&env, n, &sts.url(), &["--role-arn", &role(n)]);
+        cp(&env, n);
+    }
+    env.run_ok(&["daemon", "stop"]);
+    let warm = std::fs::read_to_string(env.home().join("logs/warm-sessions")).unwrap();
+    assert_eq!(
+        warm.lines().collect::<Vec<_>>(),
+        vec!["b", "a"],
+        "names, MRU first"
+    );
+    assert!(!warm.contains("ASIA"), "no credential is recorded");
+    let _d = env.start_daemon_detached(&[]);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let s = sessions(&env);
+            s.len() == 2 && s.iter().all(|x| x["state"] == "fresh")
+        }),
+        "sessions were not re-warmed: {:?}",
+        sessions(&env)
+    );
+    assert_eq!(
+        names(&env),
+        vec!["b".to_string(), "a".to_string()],
+        "LRU order kept"
+    );
+
+    env.run_ok(&["daemon", "stop"]);
+    env.write_settings("rewarm = false\n");
+    let _d = env.start_daemon_detached(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        sessions(&env).is_empty(),
+        "rewarm = false keeps the cache empty"
+    );
+}

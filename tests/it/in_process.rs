@@ -5,8 +5,8 @@ use crate::util::*;
 #[test]
 fn daemon_add_in_process_needs_no_daemon() {
     let env = TestEnv::new();
-    let sts = FakeSts::start();
-    sts.configure(&env);
+    let sts = crate::fake_sts::FakeSts::start();
+    crate::moto::aws_env(&env, &sts.url());
     env.add_config("dev");
     let mut cmd = env.cmd(&["daemon", "add", "dev"]);
     cmd.env("ELHAZ_NO_DAEMON", "1");
@@ -17,7 +17,13 @@ fn daemon_add_in_process_needs_no_daemon() {
     assert!(env.pid_from_file().is_none());
     env.run_code(&["daemon", "status"], 3);
     // The in-process broker did the work itself.
-    assert_eq!(sts.calls(), vec!["AssumeRole".to_string()]);
+    assert_eq!(
+        sts.calls()
+            .iter()
+            .map(|c| c.action.as_str())
+            .collect::<Vec<_>>(),
+        ["AssumeRole"]
+    );
 
     // Errors come from the same handlers the daemon runs.
     let mut cmd = env.cmd(&["daemon", "add", "nope"]);

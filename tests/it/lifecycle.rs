@@ -186,8 +186,8 @@ fn sigint_shuts_down_gracefully() {
 #[test]
 fn daemon_add_autostarts_the_daemon() {
     let env = TestEnv::new();
-    let sts = FakeSts::start();
-    sts.configure(&env);
+    let sts = crate::fake_sts::FakeSts::start();
+    crate::moto::aws_env(&env, &sts.url());
     env.add_config("dev");
     env.run_code(&["daemon", "status"], 3);
     let out = env.run_ok(&["daemon", "add", "dev"]);
@@ -199,7 +199,13 @@ fn daemon_add_autostarts_the_daemon() {
     let list = env.run_ok(&["daemon", "list", "--json"]);
     let sessions: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(sessions[0]["name"], "dev", "{sessions}");
-    assert_eq!(sts.calls(), vec!["AssumeRole".to_string()]);
+    assert_eq!(
+        sts.calls()
+            .iter()
+            .map(|c| c.action.as_str())
+            .collect::<Vec<_>>(),
+        ["AssumeRole"]
+    );
     // The next command reuses it.
     env.run_ok(&["daemon", "add", "dev"]);
     assert_eq!(env.status_pid(), pid);
