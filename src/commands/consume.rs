@@ -325,16 +325,10 @@ fn refreshing_config(
             text.push('\n');
         }
     }
-    let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
-    let exe = exe.to_string_lossy();
-    let exe = if exe.contains(char::is_whitespace) {
-        format!("\"{exe}\"")
-    } else {
-        exe.into_owned()
-    };
     text.push_str(&format!(
-        "\n[profile {}]\ncredential_process = {exe} credential-process {name}\n",
-        profile_name(name)
+        "\n[profile {}]\n{}\n",
+        profile_name(name),
+        super::setup::credential_process_line(name)?
     ));
     if let Some(r) = &region {
         text.push_str(&format!("region = {r}\n"));

@@ -117,6 +117,22 @@ pub fn edit_config(
     (out.concat(), conflicts)
 }
 
+/// `credential_process = <this binary> credential-process NAME`, the binary's absolute path
+/// quoted if it holds whitespace (SDKs split the line like a shell; it may not use `~` or
+/// variables).
+pub fn credential_process_line(name: &str) -> Result<String> {
+    let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
+    let exe = exe.to_string_lossy();
+    let exe = if exe.contains(char::is_whitespace) {
+        format!("\"{exe}\"")
+    } else {
+        exe.into_owned()
+    };
+    Ok(format!(
+        "credential_process = {exe} credential-process {name}"
+    ))
+}
+
 /// The value of `key` in `profile`'s stanza of an AWS config text.
 pub fn profile_value(text: &str, profile: &str, key: &str) -> Option<String> {
     let mut inside = false;
@@ -148,14 +164,7 @@ pub fn aws_profile(
             "--profile {profile:?} is not a usable profile name"
         ));
     }
-    let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
-    let exe = exe.to_string_lossy();
-    let exe = if exe.contains(char::is_whitespace) {
-        format!("\"{exe}\"")
-    } else {
-        exe.into_owned()
-    };
-    let line = format!("credential_process = {exe} credential-process {name}");
+    let line = credential_process_line(name)?;
     if print {
         let header = if profile == "default" {
             "[default]".to_string()
