@@ -49,7 +49,7 @@ fn private_files(env: &TestEnv) -> Vec<PathBuf> {
 
 /// `elhaz daemon status` as `uid` against `home`'s daemon: (succeeded, stderr).
 fn status_as(uid: u32, gid: u32, home: &Path) -> (bool, String) {
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(bin_for_any_uid());
     cmd.args(["daemon", "status"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -135,9 +135,13 @@ fn another_uid_cannot_reach_the_socket_or_read_any_file() {
     // Test scaffolding only: let the other uid walk to ELHAZ_HOME (the temp dir is 0700).
     chmod(env.root(), 0o755);
     chmod(env.home(), 0o755);
-    let probe = sh_as(uid, gid, "test -x \"$1\"", &[BIN]);
+    let bin = bin_for_any_uid();
+    let probe = sh_as(uid, gid, "test -x \"$1\"", &[bin.to_str().unwrap()]);
     if !probe.status.success() {
-        skip(&mut skipped, &format!("{OTHER_USER} cannot execute {BIN}"));
+        skip(
+            &mut skipped,
+            &format!("{OTHER_USER} cannot execute {}", bin.display()),
+        );
     }
     let can_exec = probe.status.success();
 
@@ -259,7 +263,7 @@ fn the_daemon_is_not_dumpable_even_for_its_own_uid() {
     )
     .unwrap();
     chmod(&home, 0o700);
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(bin_for_any_uid());
     cmd.args(["daemon", "start", "--foreground"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")

@@ -141,8 +141,11 @@ fn another_uid_is_refused() {
     chmod(env.root(), 0o755);
     chmod(env.home(), 0o755);
     let as_other = || {
-        let mut cmd = env.cmd(&["daemon", "status"]);
-        cmd.uid(uid).gid(gid).current_dir("/");
+        let mut cmd = env.command(bin_for_any_uid());
+        cmd.args(["daemon", "status"])
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/");
         cmd
     };
 
@@ -155,7 +158,10 @@ fn another_uid_is_refused() {
         describe(&cmd, &out)
     );
     if stderr(&out).contains("cannot execute") || out.status.code() == Some(126) {
-        skipped_check(&format!("{OTHER_USER} cannot execute {BIN}"));
+        skipped_check(&format!(
+            "{OTHER_USER} cannot execute {}",
+            bin_for_any_uid().display()
+        ));
         return;
     }
     assert_contains(&stderr(&out), &["ermission denied"]);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::moto::Moto;
-use crate::util::{BIN, describe, is_root, skipped_check, wait_until};
+use crate::util::{bin_for_any_uid, describe, is_root, skipped_check, wait_until};
 
 const DAEMON_USER: &str = "elhaz-it-daemon";
 const AGENT_USER: &str = "elhaz-it-agent";
@@ -65,7 +65,7 @@ impl Drop for Cleanup {
 
 /// A command as `uid:gid` with an empty environment (plus what the caller adds).
 fn as_user(uid: u32, gid: u32, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin_for_any_uid());
     c.args(args)
         .env_clear()
         .uid(uid)

@@ -812,3 +812,40 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// A path of the `elhaz` binary that any uid may execute. Tests that run it as another user
+/// need one: the build's own path may sit under a private directory (a CI clone in a 0700
+/// temp dir, say). The copy lives in a world-readable directory keyed by the build, shared by
+/// every test process, and is made atomically (copy, then rename).
+pub fn bin_for_any_uid() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let bin = Path::new(BIN);
+        let reachable = bin
+            .ancestors()
+            .skip(1)
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
+            && std::fs::metadata(bin).is_ok_and(|m| m.mode() & 0o001 != 0);
+        if reachable {
+            return bin.to_path_buf();
+        }
+        let meta = std::fs::metadata(bin).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "elhaz-it-bin-{}-{}",
+            meta.len(),
+            meta.mtime_nsec() ^ meta.mtime()
+        ));
+        let target = dir.join("elhaz");
+        if !target.exists() {
+            let _ = std::fs::create_dir(&dir);
+            chmod(&dir, 0o755);
+            let tmp = dir.join(format!("elhaz.{}.tmp", std::process::id()));
+            std::fs::copy(bin, &tmp).unwrap();
+            chmod(&tmp, 0o755);
+            std::fs::rename(&tmp, &target).unwrap();
+        }
+        target
+    })
+    .clone()
+}
