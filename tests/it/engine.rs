@@ -1305,3 +1305,57 @@ fn restart_rewarms_cached_sessions_from_their_names() {
         "rewarm = false keeps the cache empty"
     );
 }
+
+/// `profile = "P"` sources: a profile with static keys, and a `credential_process` profile —
+/// the role is assumed with what the profile provides (checked by the key that signed the
+/// AssumeRole at the fake STS).
+#[test]
+fn profile_sources_static_keys_and_credential_process() {
+    let (env, sts) = fake_env();
+    let script = env.write_scratch(
+        "provide.sh",
+        "#!/bin/sh\nprintf '%s' '{\"Version\":1,\"AccessKeyId\":\"AKIAPROCESS000000001\",\"SecretAccessKey\":\"x\"}'\n",
+    );
+    chmod(&script, 0o755);
+    let cfg = env.write_scratch(
+        "aws-config-sources",
+        format!(
+            "[profile keys]\naws_access_key_id = AKIAPROFILEKEYS00001\naws_secret_access_key = s\n\n\
+             [profile proc]\ncredential_process = {}\n",
+            script.display()
+        ),
+    );
+    env.set_env("AWS_CONFIG_FILE", &cfg);
+    add_sts_config(
+        &env,
+        "viakeys",
+        &sts.url(),
+        &["--source-profile", "keys", "--role-arn", &role("a")],
+    );
+    add_sts_config(
+        &env,
+        "viaproc",
+        &sts.url(),
+        &["--source-profile", "proc", "--role-arn", &role("b")],
+    );
+    cp(&env, "viakeys");
+    cp(&env, "viaproc");
+    let signer = |r: &str| {
+        sts.calls_of("AssumeRole")
+            .into_iter()
+            .find(|c| c.params.get("RoleArn").map(String::as_str) == Some(r))
+            .and_then(|c| c.access_key)
+    };
+    assert_eq!(signer(&role("a")).as_deref(), Some("AKIAPROFILEKEYS00001"));
+    assert_eq!(signer(&role("b")).as_deref(), Some("AKIAPROCESS000000001"));
+    assert_eq!(session(&env, "viaproc")["source"], "profile");
+    // A profile that does not exist is a source error naming it.
+    add_sts_config(
+        &env,
+        "nosuch",
+        &sts.url(),
+        &["--source-profile", "nope", "--role-arn", &role("c")],
+    );
+    let err = cp_fail(&env, "nosuch");
+    assert!(err.contains("\"nope\""), "{err}");
+}
