@@ -6,7 +6,7 @@
 //! seconds (a custom STS endpoint lifts AWS's duration limits). Every wait is a bounded poll;
 //! the only sleeps let a short credential age.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,44 +24,14 @@ fn role(name: &str) -> String {
     format!("arn:aws:iam::123456789012:role/{name}")
 }
 
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// Runs `cmd` with piped output, killing it (and panicking) after `limit`.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", show_cmd(cmd)));
-    let (mut o, mut e) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = o.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = e.read_to_end(&mut v);
-        v
-    });
-    let mut status = None;
-    wait_until(limit, || {
-        status = child.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    let elapsed = started.elapsed();
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{} did not finish within {limit:?}", show_cmd(cmd));
-    };
-    let output = Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    };
+    let (status, output, elapsed) = run_limited(cmd, limit);
+    assert!(
+        status.is_some(),
+        "{} did not finish within {limit:?}",
+        show_cmd(cmd)
+    );
     (output, elapsed)
 }
 

@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -180,47 +180,6 @@ pub fn try_request(socket: &Path, payload: &str, timeout: Duration) -> Result<Va
 /// A credentials request frame.
 pub fn credentials_request(id: u64, name: &str) -> String {
     format!(r#"{{"protocol":1,"id":{id},"op":"credentials","name":"{name}"}}"#)
-}
-
-/// Single-quotes `s` for `sh`.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Runs `cmd` with piped output; kills it and returns `None` for the status after `limit`.
-pub fn run_limited(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, Output, Duration) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", show_cmd(cmd)));
-    let (mut o, mut e) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = o.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = e.read_to_end(&mut v);
-        v
-    });
-    let mut status = None;
-    wait_until(limit, || {
-        status = child.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    let elapsed = started.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let final_status = child.wait().expect("wait");
-    let output = Output {
-        status: final_status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    };
-    (status, output, elapsed)
 }
 
 /// Runs `cmd` (bounded by `limit`), requiring exit status 0.

@@ -818,7 +818,6 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 /// temp dir, say). The copy lives in a world-readable directory keyed by the build, shared by
 /// every test process, and is made atomically (copy, then rename).
 pub fn bin_for_any_uid() -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
         let bin = Path::new(BIN);
@@ -848,4 +847,45 @@ pub fn bin_for_any_uid() -> PathBuf {
         target
     })
     .clone()
+}
+
+/// Single-quotes `s` for `sh`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `cmd` with piped output; kills it and returns `None` for the status after `limit`.
+pub fn run_limited(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, Output, Duration) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", show_cmd(cmd)));
+    let (mut o, mut e) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = o.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = e.read_to_end(&mut v);
+        v
+    });
+    let mut status = None;
+    wait_until(limit, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    let elapsed = started.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let final_status = child.wait().expect("wait");
+    let output = Output {
+        status: final_status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (status, output, elapsed)
 }
