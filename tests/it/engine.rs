@@ -7,7 +7,6 @@
 //! the only sleeps let a short credential age.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -121,22 +120,6 @@ fn raw_credentials(env: &TestEnv, name: &str) -> Value {
     conn.request(&format!(
         r#"{{"protocol":1,"id":1,"op":"credentials","name":"{name}"}}"#
     ))
-}
-
-/// Connections the daemon has accepted on `socket` and not closed (Linux `/proc/net/unix`:
-/// server-side sockets carry the listener's path; `St` 03 is connected).
-fn accepted_connections(socket: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/net/unix").ok()?;
-    let path = socket.to_str()?;
-    Some(
-        text.lines()
-            .skip(1)
-            .filter(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() >= 8 && f[5] == "03" && f[7] == path
-            })
-            .count(),
-    )
 }
 
 /// Runs `elhaz ARGS…` under `script` (a pty as its controlling terminal), typing `input`.

@@ -889,3 +889,20 @@ pub fn run_limited(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, O
     };
     (status, output, elapsed)
 }
+
+/// Connections the daemon has accepted on `socket` and not closed (Linux `/proc/net/unix`:
+/// accepted server-side sockets carry the listener's path and state 03; sockets still in the
+/// listener's backlog show 02).
+pub fn accepted_connections(socket: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let path = socket.to_str()?;
+    Some(
+        text.lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 8 && f[5] == "03" && f[7] == path
+            })
+            .count(),
+    )
+}
