@@ -1,7 +1,7 @@
-//! Doc examples that cannot rot: every `elhaz …` command in a shell code block of README.md
-//! and docs/*.md must parse with the real binary (`ELHAZ_PARSE_ONLY=1` stops right after
-//! argument parsing). What each command *does* is covered by the behaviour tests; this test
-//! catches renamed commands and flags. Inline mentions in prose (`elhaz keyring set`) are
+//! Commands that cannot rot: every `elhaz …` command in a shell code block of README.md and
+//! docs/*.md must parse with the real binary (`ELHAZ_PARSE_ONLY=1` stops right after argument
+//! parsing) — a fast, precise message for a renamed command or flag; `doc_examples.rs` runs
+//! the same blocks for real. Inline mentions in prose (`elhaz keyring set`) are
 //! checked with `--help` (the command path and the flags shown must exist). Synopsis lines with
 //! `[OPTIONAL]`/`A|B`/`UPPERCASE` notation are not commands: they are printed, not run.
 

@@ -906,3 +906,19 @@ pub fn accepted_connections(socket: &Path) -> Option<usize> {
             .count(),
     )
 }
+
+/// Serialises the tests that use machine-wide state (`/run/elhaz`, the users and groups they
+/// create, `/etc/tmpfiles.d/elhaz.conf`): the shared-daemon test and the documented
+/// shared-daemon walkthrough. An advisory `flock` on a file in the temp dir, released on drop.
+pub fn system_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("elhaz-it-system.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    file
+}
