@@ -26,8 +26,9 @@
 //! - `<!-- doctest: as USER -->`: run each line as USER with an empty environment (only
 //!   `PATH` to find `elhaz`, and `HOME`) — what an agent account has.
 //! - `<!-- doctest: root -->`: the block changes the machine (users, groups, `/run/elhaz`,
-//!   `/etc`). It runs only as root on a throwaway machine (`CI=true`) with no `/run/elhaz` of
-//!   its own; elsewhere it is reported as not run, never silently.
+//!   `/etc`). It runs only as root on a throwaway machine (`CI=true`) with no `/run/elhaz`
+//!   and none of the accounts it creates (`WALKTHROUGH_ACCOUNTS`) of its own; elsewhere it is
+//!   reported as not run, never silently, and its teardown does not run either.
 //! - `<!-- doctest: ci-runs CMD -->`: CMD, a line of the block, is what `.ci/run` itself runs
 //!   (the test suite, the release install); the test checks `.ci/run` contains it.
 //! - `<!-- doctest: skip REASON -->`: cannot run in a test at all (e.g. `systemctl` needs
@@ -63,6 +64,9 @@ const DOC_FILES: &[&str] = &[
 
 /// Blocks that say `skip` across all docs. Raising it is a decision, not an accident.
 const MAX_SKIPPED_BLOCKS: usize = 4;
+
+/// The accounts docs/operations.md's walkthrough creates (and its teardown deletes).
+const WALKTHROUGH_ACCOUNTS: &[&str] = &["elhaz", "agent"];
 
 /// Upper bound for one document's scenario (README's runs `scripts/demo`, ~1 min).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(600);
@@ -332,14 +336,13 @@ fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) ->
         let mut ci_runs = Vec::new();
         let mut skip = None;
         let mut root = false;
+        let mut teardown = Vec::new();
         for d in &b.directives {
             match d {
                 Directive::Skip(r) => skip = Some(r.clone()),
                 Directive::CiRuns(c) => ci_runs.push(c.clone()),
                 Directive::Setup(c) => setup.push(c.clone()),
-                Directive::Teardown(c) => {
-                    writeln!(p.teardown, "(\n{c}\n)").unwrap();
-                }
+                Directive::Teardown(c) => teardown.push(c.clone()),
                 Directive::Stdin(t) => {
                     let f = dir.join(format!("stdin-{n}"));
                     std::fs::write(&f, t).unwrap();
@@ -359,6 +362,10 @@ fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) ->
         if root && let Err(why) = &root_ok {
             p.not_run.push(format!("{here}: not run: {why}"));
             continue;
+        }
+        // Only for blocks that run: a walkthrough not run here must not undo anything.
+        for c in teardown {
+            writeln!(p.teardown, "(\n{c}\n)").unwrap();
         }
         let shell = is_shell(&b.info);
         assert!(
@@ -492,6 +499,16 @@ fn root_allowed() -> Result<(), String> {
     }
     if Path::new("/run/elhaz").exists() {
         return Err("this machine has a /run/elhaz of its own; not touching it".into());
+    }
+    // The walkthrough's teardown deletes the accounts it made: they must be its own.
+    for name in WALKTHROUGH_ACCOUNTS {
+        if nix::unistd::User::from_name(name).ok().flatten().is_some()
+            || nix::unistd::Group::from_name(name).ok().flatten().is_some()
+        {
+            return Err(format!(
+                "this machine already has a user or group {name:?}; not touching it"
+            ));
+        }
     }
     Ok(())
 }
