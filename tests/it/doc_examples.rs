@@ -313,17 +313,23 @@ __doc_file() {  # WHERE PATH OWNER; the content on stdin
 }
 "#;
 
-/// What happened to one document's blocks besides running.
+/// One document's examples as a bash script, and what it leaves out.
 #[derive(Default)]
 struct Plan {
+    /// The prelude, then every block that runs, in order.
     script: String,
+    /// The `teardown` code of the blocks that run (the body of `__doc_teardown`).
     teardown: String,
+    /// Lines and blocks not run here, with why (printed by the test).
     not_run: Vec<String>,
+    /// Lines `.ci/run` must run instead.
     ci_runs: Vec<String>,
-    skipped_blocks: usize,
+    /// Command lines in the script.
     ran_lines: usize,
 }
 
+/// Turns the blocks of `rel` into a [`Plan`]; `dir` is the sandbox (stdin files go there),
+/// `root_ok` whether `root` blocks may run (`Err`: why not).
 fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) -> Plan {
     let mut p = Plan::default();
     p.script.push_str(PRELUDE);
@@ -355,7 +361,6 @@ fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) ->
             }
         }
         if let Some(reason) = skip {
-            p.skipped_blocks += 1;
             p.not_run.push(format!("{here}: not run: {reason}"));
             continue;
         }
@@ -598,14 +603,13 @@ fn run_markdown(rel: &str, text: &str) -> Result<String, String> {
                 ]
                 .iter()
                 .any(|p| name.starts_with(p));
-        if keep || name == "CI" {
+        if keep || matches!(name.as_ref(), "CI" | "USER" | "LOGNAME") {
             cmd.env(&k, v);
         }
     }
     cmd.env("PATH", &path)
         .env("HOME", &home)
         .env("TMPDIR", &tmp)
-        .env("USER", "root")
         .env("LANG", "C.UTF-8")
         .env("__DOC_DIR", dir)
         .env(
