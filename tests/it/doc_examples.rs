@@ -46,7 +46,9 @@ use nix::unistd::Pid;
 
 use crate::moto::Moto;
 use crate::util::wait_until;
-use crate::util::{bin_for_any_uid, chmod, is_root, pid_running, skipped_check, system_lock};
+use crate::util::{
+    bin_for_any_uid, chmod, is_root, pid_running, skipped_check, snapshot, system_lock,
+};
 
 /// The documents whose examples must run. `every_doc_file_is_covered` keeps it complete.
 const DOC_FILES: &[&str] = &[
@@ -461,27 +463,14 @@ fn cargo_dir() -> Option<PathBuf> {
 
 /// Stops every daemon and moto a scenario left behind (their pid files are in its sandbox).
 fn stop_leftovers(dir: &Path) {
-    let mut pids = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            } else if p
-                .file_name()
+    let pids: Vec<i32> = snapshot(dir)
+        .into_iter()
+        .filter(|(rel, _)| {
+            rel.file_name()
                 .is_some_and(|n| n == "elhaz.pid" || n == "moto.pid")
-                && let Some(pid) = std::fs::read_to_string(&p)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                pids.push(pid);
-            }
-        }
-    }
+        })
+        .filter_map(|(_, bytes)| String::from_utf8_lossy(&bytes).trim().parse().ok())
+        .collect();
     for &pid in &pids {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
@@ -768,9 +757,21 @@ fn the_runner_catches_failing_examples() {
               <!-- doctest: stdin hello\\n -->\n```sh\nexport V=1\ncd /tmp\n\
               test \"$V\" = 1 && test \"$PWD\" = /tmp && grep -q 'a = 1' ~/x.toml\n\
               read -r w && test \"$w\" = hello\n\
-              elhaz config show nope   # fails: no session config\n```\n";
+              elhaz config show nope   # fails: no session config\n\
+              elhaz daemon start\n```\n";
     let out = run_markdown("y.md", md).unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.contains("5 example lines ran"), "{out}");
+    assert!(out.contains("6 example lines ran"), "{out}");
+    // What a scenario starts does not outlive it.
+    let pid: u32 = out
+        .split("elhaz daemon started (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in:\n{out}"));
+    assert!(
+        !pid_running(pid),
+        "the scenario's daemon {pid} is still running"
+    );
 }
 
 #[test]
