@@ -14,8 +14,9 @@
 //! refresh; tokens rotate).
 //!
 //! MFA follows aws-vault: a role behind MFA is assumed from an MFA-backed GetSessionToken
-//! session (default 12 h), shared by every config with the same serial and source, so
-//! background refreshes of the role need no new code until that MFA session ends.
+//! session (default 12 h), shared by every config with the same serial, source and STS
+//! endpoint, so background refreshes of the role need no new code until that MFA session
+//! ends.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -388,14 +389,20 @@ impl Inner {
         Err(e)
     }
 
-    /// The shared MFA-backed session for (serial, source), creating it with a code if needed.
+    /// The shared MFA-backed session for (serial, source, STS endpoint), creating it with a
+    /// code if needed. The endpoint is part of the key: a session token from one STS (a local
+    /// one, a partition's) means nothing to another.
     async fn mfa_session(
         &self,
         req: &FetchRequest,
         serial: &str,
         base: SharedCredentialsProvider,
     ) -> Result<Arc<Credentials>, WireError> {
-        let key = format!("{serial}\u{0}{:?}", req.config.source());
+        let key = format!(
+            "{serial}\u{0}{:?}\u{0}{}",
+            req.config.source(),
+            req.config.endpoint_url().unwrap_or_default()
+        );
         let margin = SystemTime::now() + Duration::from_secs(5 * 60);
         let cached = self
             .mfa_sessions

@@ -617,6 +617,22 @@ fn mfa_command_creates_a_shared_mfa_session_and_bad_codes_fail() {
     assert_eq!(ar2.len(), 1);
     assert_eq!(ar2[0].access_key.as_ref(), Some(&mfa_key));
 
+    // Same serial and source against another STS endpoint: that endpoint's own MFA session
+    // (a token from one STS means nothing to another).
+    let sts2 = FakeSts::start();
+    add_toml_config(
+        &env,
+        "m5",
+        &mfa_toml(&sts2.url(), "mfa5", serial, "echo 654321"),
+    );
+    cp(&env, "m5");
+    let gst2 = sts2.calls_of("GetSessionToken");
+    assert_eq!(gst2.len(), 1, "{:?}", sts2.calls());
+    assert_eq!(gst2[0].param("TokenCode"), Some("654321"));
+    let ar5 = sts2.assume_role_calls("mfa5");
+    assert_eq!(ar5.len(), 1);
+    assert_eq!(ar5[0].access_key, gst2[0].issued, "{:?}", sts2.calls());
+
     // A command printing garbage, and one that fails: mfa_failed, no STS call.
     let other = "arn:aws:iam::123456789012:mfa/other";
     add_toml_config(&env, "m3", &mfa_toml(&url, "mfa3", other, "echo garbage"));
