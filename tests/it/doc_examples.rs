@@ -47,11 +47,11 @@ use nix::unistd::Pid;
 use crate::moto::Moto;
 use crate::util::wait_until;
 use crate::util::{
-    bin_for_any_uid, chmod, is_root, pid_running, skipped_check, snapshot, system_lock,
+    bin_for_any_uid, chmod, is_root, pid_running, sh_quote, skipped_check, snapshot, system_lock,
 };
 
 /// The documents whose examples must run. `every_doc_file_is_covered` keeps it complete.
-const DOC_FILES: &[&str] = &[
+pub const DOC_FILES: &[&str] = &[
     "README.md",
     "docs/architecture.md",
     "docs/cli.md",
@@ -86,12 +86,12 @@ enum Directive {
 }
 
 #[derive(Debug)]
-struct Block {
+pub struct Block {
     /// 1-based line of the opening fence.
-    line: usize,
-    info: String,
+    pub line: usize,
+    pub info: String,
     /// (1-based line, text without the block's indentation).
-    body: Vec<(usize, String)>,
+    pub body: Vec<(usize, String)>,
     directives: Vec<Directive>,
 }
 
@@ -122,7 +122,7 @@ fn parse_directive(text: &str) -> Result<Directive, String> {
 }
 
 /// The fenced blocks of a markdown text, each with the directives right before it.
-fn blocks(text: &str) -> Result<Vec<Block>, String> {
+pub fn blocks(text: &str) -> Result<Vec<Block>, String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     let mut pending: Vec<(usize, Directive)> = Vec::new();
@@ -192,21 +192,21 @@ fn blocks(text: &str) -> Result<Vec<Block>, String> {
     Ok(out)
 }
 
-fn is_shell(info: &str) -> bool {
+pub fn is_shell(info: &str) -> bool {
     matches!(info, "sh" | "bash" | "console" | "shell" | "zsh")
 }
 
 /// A runnable line: the command and, for `# fails: TEXT`, the expected stderr text.
 #[derive(Debug, PartialEq)]
-struct Line {
-    at: usize,
-    cmd: String,
+pub struct Line {
+    pub at: usize,
+    pub cmd: String,
     fails: Option<String>,
 }
 
 /// The logical command lines of a shell block: continuations joined, comments and blank lines
 /// dropped, `$ ` prompts stripped (a `console` block's other lines are output).
-fn command_lines(block: &Block) -> Vec<Line> {
+pub fn command_lines(block: &Block) -> Vec<Line> {
     let console = block.info == "console";
     let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
@@ -251,10 +251,6 @@ fn command_lines(block: &Block) -> Vec<Line> {
 fn heredoc(text: &str) -> String {
     assert!(!text.lines().any(|l| l == "__ELHAZ_DOC_EOF__"));
     format!("<<'__ELHAZ_DOC_EOF__'\n{text}\n__ELHAZ_DOC_EOF__\n")
-}
-
-fn sh_word(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 const PRELUDE: &str = r#"
@@ -392,7 +388,7 @@ fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) ->
             write!(
                 p.script,
                 "__doc_cmd {} '' /dev/null '' {}",
-                sh_word(&format!("{here} (hidden setup)")),
+                sh_quote(&format!("{here} (hidden setup)")),
                 heredoc(code)
             )
             .unwrap();
@@ -406,9 +402,9 @@ fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) ->
             write!(
                 p.script,
                 "__doc_file {} {} {} {}",
-                sh_word(&here),
-                sh_word(&path),
-                sh_word(&owner),
+                sh_quote(&here),
+                sh_quote(&path),
+                sh_quote(&owner),
                 heredoc(&text.join("\n"))
             )
             .unwrap();
@@ -436,10 +432,10 @@ fn plan(rel: &str, blocks: &[Block], dir: &Path, root_ok: Result<(), String>) ->
             write!(
                 p.script,
                 "__doc_cmd {} {} {} {} {}",
-                sh_word(&format!("{rel}:{}", l.at)),
-                sh_word(l.fails.as_deref().unwrap_or("")),
-                sh_word(&stdin),
-                sh_word(&user),
+                sh_quote(&format!("{rel}:{}", l.at)),
+                sh_quote(l.fails.as_deref().unwrap_or("")),
+                sh_quote(&stdin),
+                sh_quote(&user),
                 heredoc(&l.cmd)
             )
             .unwrap();

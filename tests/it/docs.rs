@@ -10,17 +10,14 @@
 //! - Synopses (`[OPTIONAL]`, `A|B`, `<X>`, `…`, UPPERCASE placeholders) are not commands: they
 //!   are printed, not run.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::doc_examples::{DOC_FILES, blocks, command_lines, is_shell};
 use crate::moto::{Moto, aws_env};
-use crate::util::{BIN, TestEnv, run_limited, skipped_check};
-
-/// Shell-ish fenced blocks we treat as runnable.
-fn is_shell_fence(info: &str) -> bool {
-    matches!(info.trim(), "sh" | "bash" | "console" | "shell" | "zsh")
-}
+use crate::util::{BIN, TestEnv, run_limited};
 
 /// The `elhaz …` invocations in one logical shell line.
 fn invocations(line: &str) -> Vec<String> {
@@ -93,66 +90,41 @@ impl Mention {
     }
 }
 
-/// Every `elhaz …` command in README.md and docs/*.md: in shell code blocks and in inline code
-/// spans of prose.
+/// Every `elhaz …` command in README.md and docs/*.md: in the command lines of shell code
+/// blocks (as `doc_examples` reads them) and in inline code spans of prose.
 fn mentions() -> Vec<Mention> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "md") {
-            files.push(p);
-        }
-    }
-    files.sort();
     let mut out = Vec::new();
-    for file in &files {
-        let rel = file.strip_prefix(root).unwrap().display().to_string();
-        let text = std::fs::read_to_string(file).unwrap();
-        let mut in_shell = false;
-        let mut in_fence = false;
-        let mut pending = String::new();
-        for (i, raw) in text.lines().enumerate() {
-            let place = format!("{rel}:{}", i + 1);
-            if let Some(info) = raw.trim_start().strip_prefix("```") {
-                if in_fence {
-                    in_fence = false;
-                    in_shell = false;
-                } else {
-                    in_fence = true;
-                    in_shell = is_shell_fence(info);
-                }
-                continue;
-            }
-            if !in_fence {
-                // Inline code spans in prose and tables: `elhaz …`.
-                for span in raw.split('`').skip(1).step_by(2) {
-                    if let Some(args) = span.strip_prefix("elhaz ") {
-                        out.push(Mention {
-                            place: place.clone(),
-                            args: args.to_string(),
-                            inline: true,
-                        });
-                    }
-                }
-                continue;
-            }
-            if !in_shell {
-                continue;
-            }
-            if let Some(cont) = raw.strip_suffix('\\') {
-                pending.push_str(cont);
-                pending.push(' ');
-                continue;
-            }
-            let line = format!("{pending}{raw}");
-            pending.clear();
-            for args in invocations(&line) {
-                out.push(Mention {
-                    place: place.clone(),
+    for rel in DOC_FILES {
+        let text = std::fs::read_to_string(root.join(rel)).unwrap();
+        let blocks = blocks(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        // 1-based lines inside a fenced block, fences included.
+        let fenced: BTreeSet<usize> = blocks
+            .iter()
+            .flat_map(|b| b.line..=b.line + b.body.len() + 1)
+            .collect();
+        for b in blocks.iter().filter(|b| is_shell(&b.info)) {
+            for l in command_lines(b) {
+                out.extend(invocations(&l.cmd).into_iter().map(|args| Mention {
+                    place: format!("{rel}:{}", l.at),
                     args,
                     inline: false,
-                });
+                }));
+            }
+        }
+        for (i, raw) in text.lines().enumerate() {
+            if fenced.contains(&(i + 1)) {
+                continue;
+            }
+            // Inline code spans in prose and tables (where `\|` is an escaped pipe).
+            for span in raw.split('`').skip(1).step_by(2) {
+                if let Some(args) = span.strip_prefix("elhaz ") {
+                    out.push(Mention {
+                        place: format!("{rel}:{}", i + 1),
+                        args: args.replace("\\|", "|"),
+                        inline: true,
+                    });
+                }
             }
         }
     }
@@ -210,12 +182,6 @@ fn every_documented_command_parses() {
     );
 }
 
-/// Concrete commands named in prose that a sandbox cannot run to completion, with why. The
-/// test fails on an entry no document mentions any more.
-/// (None today: `setup systemd --system` and `daemon start --shared --group G` are run by the
-/// operations walkthrough, and the prose names them without their arguments.)
-const INLINE_NOT_RUN: &[(&str, &str)] = &[];
-
 /// Concrete commands named in prose that run until stopped: they must still be running after
 /// a moment (then they are stopped).
 const INLINE_LONG_RUNNING: &[&str] = &["daemon start --foreground", "daemon logs --follow"];
@@ -231,8 +197,8 @@ const INLINE_LONG_RUNNING: &[&str] = &["daemon start --foreground", "daemon logs
 fn concrete_inline_commands_run() {
     let scratch = tempfile::tempdir().unwrap();
     let moto = Moto::start(scratch.path());
-    let (mut ran, mut references, mut failures, mut not_run) = (0, 0, Vec::new(), Vec::new());
-    let mut seen_exceptions = std::collections::BTreeSet::new();
+    let (mut ran, mut references, mut failures) = (0, 0, Vec::new());
+    let mut seen_long = BTreeSet::new();
     for m in mentions() {
         if !m.inline || m.is_synopsis() {
             continue;
@@ -240,11 +206,6 @@ fn concrete_inline_commands_run() {
         let args = m.args.split(" | ").next().unwrap_or("").trim().to_string();
         if m.has_placeholder() || parses(&args).is_err() {
             references += 1;
-            continue;
-        }
-        if let Some((_, why)) = INLINE_NOT_RUN.iter().find(|(a, _)| *a == args) {
-            seen_exceptions.insert(args.clone());
-            not_run.push(format!("{}: `elhaz {args}`: {why}", m.place));
             continue;
         }
         let env = TestEnv::new();
@@ -271,7 +232,7 @@ fn concrete_inline_commands_run() {
         cmd.arg("-c").arg(format!("exec \"$0\" {args}")).arg(BIN);
         let long = INLINE_LONG_RUNNING.contains(&args.as_str());
         if long {
-            seen_exceptions.insert(args.clone());
+            seen_long.insert(args.clone());
         }
         let limit = if long {
             Duration::from_secs(2)
@@ -300,18 +261,9 @@ fn concrete_inline_commands_run() {
         }
     }
     eprintln!("docs: {ran} concrete commands named in prose ran, {references} references parsed");
-    for n in &not_run {
-        skipped_check(n);
-    }
-    for (a, _) in INLINE_NOT_RUN {
-        assert!(
-            seen_exceptions.contains(*a),
-            "INLINE_NOT_RUN lists `elhaz {a}`, which no document mentions"
-        );
-    }
     for a in INLINE_LONG_RUNNING {
         assert!(
-            seen_exceptions.contains(*a),
+            seen_long.contains(*a),
             "INLINE_LONG_RUNNING lists `elhaz {a}`, which no document mentions"
         );
     }
