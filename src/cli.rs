@@ -155,8 +155,13 @@ pub enum DaemonCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List cached sessions.
+    /// List cached sessions (any number: long lists arrive in several frames).
     List {
+        /// Only sessions whose name matches this glob (`*`, `?`; quote it in the shell).
+        pattern: Option<String>,
+        /// Only sessions in this state.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(elhaz::protocol::SESSION_STATES.iter().copied()))]
+        state: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

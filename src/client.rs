@@ -135,11 +135,46 @@ impl Client {
                     return Err(io(e));
                 }
                 let payload = codec::read_frame(stream).map_err(io)?;
-                decode_reply(&payload, id)
+                match decode_reply(&payload, id)? {
+                    Response::Sessions {
+                        mut sessions,
+                        more: true,
+                    } => {
+                        // A long list arrives as several frames of one snapshot; bounded so a
+                        // misbehaving daemon cannot keep us reading forever.
+                        for _ in 0..MAX_LIST_FRAMES {
+                            let payload = codec::read_frame(stream).map_err(io)?;
+                            let Response::Sessions {
+                                sessions: next,
+                                more,
+                            } = decode_reply(&payload, id)?
+                            else {
+                                return Err(Error::Protocol(
+                                    "the daemon interrupted a session list with another reply"
+                                        .into(),
+                                ));
+                            };
+                            sessions.extend(next);
+                            if !more {
+                                return Ok(Response::Sessions {
+                                    sessions,
+                                    more: false,
+                                });
+                            }
+                        }
+                        Err(Error::Protocol(format!(
+                            "the daemon's session list ran past {MAX_LIST_FRAMES} frames"
+                        )))
+                    }
+                    other => Ok(other),
+                }
             }
         }
     }
 }
+
+/// Most frames one `list` reply may span (≈ 200 sessions a frame: room for millions).
+const MAX_LIST_FRAMES: usize = 10_000;
 
 fn decode_reply(payload: &[u8], id: u64) -> Result<Response, Error> {
     let reply: ReplyFrame = match codec::from_payload(payload) {

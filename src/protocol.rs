@@ -1,8 +1,10 @@
 //! The wire types shared by the CLI and the daemon.
 //!
 //! Every frame is one JSON object (see [`crate::codec`] for framing). A request is
-//! `{"protocol":1,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
-//! `id` and carries either `"ok":{"kind":…}` or `"error":{"code":…,"message":…}`.
+//! `{"protocol":2,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
+//! `id` and carries either `"ok":{"kind":…}` or `"error":{"code":…,"message":…}`. Every
+//! request gets exactly one reply frame, except `list`, whose reply may be split over several
+//! `sessions` frames (see [`Response::Sessions`]).
 //! `docs/protocol.md` documents every frame and `tests/fixtures/` holds golden copies.
 //!
 //! [`PROTOCOL_VERSION`] is bumped by hand whenever a frame changes incompatibly; it is not
@@ -14,7 +16,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bump by hand on any incompatible frame change.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// History: 1 — the first version; 2 — `list` replies may span several frames (`more`) and
+/// `list` takes `state` / `pattern` filters.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame (JSON payload, excluding the 4-byte length prefix) either side accepts.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -52,8 +57,16 @@ pub enum Request {
     Status,
     /// Graceful shutdown.
     Stop,
-    /// Every cached session with its state.
-    List,
+    /// Cached sessions with their state, optionally filtered. The reply may span several
+    /// frames ([`Response::Sessions`] with `more`), so any number of sessions can be listed.
+    List {
+        /// Only sessions in this state (`fresh`, `stale`, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        /// Only sessions whose name matches this glob (`*` and `?`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pattern: Option<String>,
+    },
     /// Load a session config and warm its credentials.
     Add {
         /// Session name.
@@ -89,7 +102,7 @@ impl std::fmt::Debug for Request {
             Request::Ping => f.write_str("Ping"),
             Request::Status => f.write_str("Status"),
             Request::Stop => f.write_str("Stop"),
-            Request::List => f.write_str("List"),
+            Request::List { .. } => f.write_str("List"),
             Request::Add { name } => write!(f, "Add({name})"),
             Request::Remove { name } => write!(f, "Remove({name})"),
             Request::Credentials { name, mfa_code } => {
@@ -109,7 +122,7 @@ impl Request {
             Request::Ping => "ping",
             Request::Status => "status",
             Request::Stop => "stop",
-            Request::List => "list",
+            Request::List { .. } => "list",
             Request::Add { .. } => "add",
             Request::Remove { .. } => "remove",
             Request::Credentials { .. } => "credentials",
@@ -166,10 +179,16 @@ pub enum Response {
         /// Daemon pid, so the caller can wait for it to exit.
         pid: u32,
     },
-    /// Reply to [`Request::List`].
+    /// Reply to [`Request::List`], possibly one of several frames with the same `id`: every
+    /// frame but the last has `more: true`, and the client concatenates their `sessions`. The
+    /// daemon takes one snapshot of the cache and splits it so each frame stays under
+    /// [`MAX_FRAME_LEN`].
     Sessions {
         /// Cached sessions, most recently used first.
         sessions: Vec<SessionInfo>,
+        /// Another `sessions` frame for the same request follows.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// Reply to [`Request::Add`].
     Added {
@@ -211,12 +230,17 @@ pub struct StatusInfo {
     pub idle_timeout_s: Option<u64>,
 }
 
+/// Every value of [`SessionInfo::state`]: `fresh` (valid, no error), `refreshing` (a fetch is
+/// in flight), `stale` (valid, but the last refresh failed), `failed` (nothing valid, the last
+/// fetch failed), `expired` (nothing valid, no fetch yet), `idle` (loaded, never fetched).
+pub const SESSION_STATES: &[&str] = &["fresh", "refreshing", "stale", "failed", "expired", "idle"];
+
 /// One cached session as `daemon list` shows it. Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     /// Session name.
     pub name: String,
-    /// `fresh`, `refreshing`, `stale`, `failed` or `loading`.
+    /// One of [`SESSION_STATES`].
     pub state: String,
     /// Where the base credentials come from (`default`, `profile`, `session`, `keyring`,
     /// `web_identity`).
@@ -300,7 +324,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The peer speaks another protocol version; `protocol` holds the daemon's.
     ProtocolMismatch,
-    /// A frame exceeded [`MAX_FRAME_LEN`].
+    /// A frame (a request, or the reply the daemon would have sent) exceeded
+    /// [`MAX_FRAME_LEN`].
     FrameTooLarge,
     /// The peer is not allowed to use this daemon or this request.
     PermissionDenied,
@@ -423,13 +448,13 @@ mod tests {
     /// change is deliberate, update docs/protocol.md, the golden fixtures and CHANGELOG.md.
     #[test]
     fn protocol_version_is_pinned() {
-        assert_eq!(PROTOCOL_VERSION, 1);
+        assert_eq!(PROTOCOL_VERSION, 2);
     }
 
     #[test]
     fn request_frame_shape() {
         let f = RequestFrame {
-            protocol: 1,
+            protocol: 2,
             id: 7,
             request: Request::Credentials {
                 name: "dev".into(),
@@ -438,7 +463,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&f).unwrap(),
-            r#"{"protocol":1,"id":7,"op":"credentials","name":"dev"}"#
+            r#"{"protocol":2,"id":7,"op":"credentials","name":"dev"}"#
         );
     }
 

@@ -201,7 +201,12 @@ pub fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn list(paths: &Paths, json: bool) -> Result<ExitCode> {
+pub fn list(
+    paths: &Paths,
+    pattern: Option<String>,
+    state: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
     let Some(mut c) = client::connect_existing(paths)? else {
         if json {
             println!("[]");
@@ -210,7 +215,8 @@ pub fn list(paths: &Paths, json: bool) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let Response::Sessions { sessions } = c.call(Request::List)? else {
+    let filtered = pattern.is_some() || state.is_some();
+    let Response::Sessions { sessions, .. } = c.call(Request::List { state, pattern })? else {
         bail!("unexpected reply to list");
     };
     if json {
@@ -218,7 +224,14 @@ pub fn list(paths: &Paths, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if sessions.is_empty() {
-        println!("no sessions cached");
+        println!(
+            "{}",
+            if filtered {
+                "no cached session matches"
+            } else {
+                "no sessions cached"
+            }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let now = std::time::SystemTime::now();

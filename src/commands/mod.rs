@@ -31,7 +31,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             DaemonCmd::Start(args) => daemon::start(&paths, args),
             DaemonCmd::Stop { timeout } => daemon::stop(&paths, timeout),
             DaemonCmd::Status { json } => daemon::status(&paths, json),
-            DaemonCmd::List { json } => daemon::list(&paths, json),
+            DaemonCmd::List {
+                pattern,
+                state,
+                json,
+            } => daemon::list(&paths, pattern, state, json),
             DaemonCmd::Logs {
                 lines,
                 follow,

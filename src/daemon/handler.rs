@@ -79,7 +79,9 @@ pub async fn handle(
     peer: Peer,
     request: Request,
 ) -> Result<Response, WireError> {
-    if (request.is_admin() || matches!(request, Request::List)) && peer.access != Access::Owner {
+    if (request.is_admin() || matches!(request, Request::List { .. }))
+        && peer.access != Access::Owner
+    {
         return Err(denied(request.op()));
     }
     if let Request::Credentials { name, .. } | Request::Whoami { name, .. } = &request {
@@ -89,7 +91,10 @@ pub async fn handle(
         Request::Ping => ping(state),
         Request::Status => status(state),
         Request::Stop => stop(state, &peer),
-        Request::List => list(state),
+        Request::List {
+            state: wanted,
+            pattern,
+        } => list(state, wanted.as_deref(), pattern.as_deref()),
         Request::Add { name } => add(state, &name).await,
         Request::Remove { name } => remove(state, &name),
         Request::Credentials { name, mfa_code } => credentials(state, &peer, &name, mfa_code).await,
@@ -127,10 +132,65 @@ fn stop(state: &State, peer: &Peer) -> Result<Response, WireError> {
     Ok(Response::Stopping { pid: state.pid })
 }
 
-fn list(state: &State) -> Result<Response, WireError> {
+fn list(state: &State, wanted: Option<&str>, pattern: Option<&str>) -> Result<Response, WireError> {
+    if let Some(w) = wanted
+        && !crate::protocol::SESSION_STATES.contains(&w)
+    {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "list: unknown state; expected one of {}",
+                crate::protocol::SESSION_STATES.join(", ")
+            ),
+        ));
+    }
+    if let Some(p) = pattern
+        && p.len() > 256
+    {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "list: the name pattern is longer than 256 bytes",
+        ));
+    }
+    let mut sessions = state.sessions.list();
+    sessions.retain(|s| {
+        wanted.is_none_or(|w| s.state == w) && pattern.is_none_or(|p| glob_match(p, &s.name))
+    });
     Ok(Response::Sessions {
-        sessions: state.sessions.list(),
+        sessions,
+        more: false,
     })
+}
+
+/// Shell-style glob over a session name: `*` matches any run (also empty), `?` one character,
+/// everything else itself. Iterative with one backtrack point, so it is linear in practice and
+/// never recurses on hostile patterns.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was and how much of the name it has swallowed.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 async fn add(state: &State, name: &str) -> Result<Response, WireError> {
@@ -189,4 +249,27 @@ pub fn protocol_mismatch(peer_protocol: u32) -> WireError {
     );
     e.protocol = Some(PROTOCOL_VERSION);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*", "dev"));
+        assert!(glob_match("dev", "dev"));
+        assert!(!glob_match("dev", "devx"));
+        assert!(glob_match("dev*", "dev-eu"));
+        assert!(glob_match("*-eu", "dev-eu"));
+        assert!(glob_match("d?v", "dev"));
+        assert!(!glob_match("d?v", "dv"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("prod-*-admin", "prod-123456789012-admin"));
+        // Pathological patterns stay fast (no exponential backtracking).
+        let long = "a".repeat(64);
+        assert!(!glob_match("*a*a*a*a*a*a*a*b", &long));
+    }
 }

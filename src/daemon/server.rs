@@ -30,7 +30,8 @@ use crate::codec;
 use crate::daemon::State;
 use crate::daemon::handler::{self, Peer};
 use crate::protocol::{
-    ErrorCode, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, RequestFrame, Response, WireError,
+    ErrorCode, MAX_FRAME_LEN, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, RequestFrame, Response,
+    SessionInfo, WireError,
 };
 
 /// Longest time a client may take to send one complete frame.
@@ -196,8 +197,8 @@ async fn serve_connection(
             }
             Ok(Some(Ok(bytes))) => bytes,
         };
-        let (reply, after) = handle_frame(state, peer.clone(), &bytes).await;
-        let sent = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
+        let (frames, after) = handle_frame(state, peer.clone(), &bytes).await;
+        let sent = tokio::time::timeout(WRITE_TIMEOUT, send_all(&mut framed, frames)).await;
         if after.stop || state.options.once {
             state.shutdown.cancel();
             return;
@@ -208,28 +209,42 @@ async fn serve_connection(
     }
 }
 
+/// Writes a reply's frames with one flush at the end.
+async fn send_all(
+    framed: &mut Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    frames: Vec<Bytes>,
+) -> std::io::Result<()> {
+    for f in frames {
+        framed.feed(f).await?;
+    }
+    SinkExt::<Bytes>::flush(framed).await
+}
+
 /// What the connection does after writing a reply.
 #[derive(Debug, Default)]
 struct After {
     stop: bool,
 }
 
-async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, After) {
+async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Vec<Bytes>, After) {
     let probe: Probe = match codec::from_payload(bytes) {
         Ok(p) => p,
         Err(e) => {
             return (
-                error_reply(
+                vec![error_reply(
                     0,
                     WireError::new(ErrorCode::BadRequest, format!("malformed frame: {e}")),
-                ),
+                )],
                 After::default(),
             );
         }
     };
     if probe.protocol != PROTOCOL_VERSION {
         return (
-            error_reply(probe.id, handler::protocol_mismatch(probe.protocol)),
+            vec![error_reply(
+                probe.id,
+                handler::protocol_mismatch(probe.protocol),
+            )],
             After::default(),
         );
     }
@@ -240,14 +255,14 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, A
                 ErrorCode::BadRequest,
                 "malformed request: `op` must be a string",
             );
-            return (error_reply(probe.id, err), After::default());
+            return (vec![error_reply(probe.id, err)], After::default());
         }
         Err(e) => {
             return (
-                error_reply(
+                vec![error_reply(
                     probe.id,
                     WireError::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
-                ),
+                )],
                 After::default(),
             );
         }
@@ -266,12 +281,78 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Bytes, A
         stop: matches!(outcome, Outcome::Ok(Response::Stopping { .. })),
     };
     state.touch();
-    let reply = ReplyFrame {
-        protocol: PROTOCOL_VERSION,
-        id: frame.id,
-        outcome,
+    (encode_reply(frame.id, outcome), after)
+}
+
+/// Encodes a reply as frames that each fit in [`MAX_FRAME_LEN`]. A `sessions` reply is split
+/// into as many frames as it needs (all but the last marked `more`); any other reply that would
+/// not fit becomes a typed `frame_too_large` error naming the cap, so the client always gets an
+/// answer rather than a dropped connection.
+pub fn encode_reply(id: u64, outcome: Outcome) -> Vec<Bytes> {
+    match outcome {
+        Outcome::Ok(Response::Sessions { sessions, .. }) => split_sessions(id, sessions),
+        other => {
+            let payload = codec::to_payload(&ReplyFrame {
+                protocol: PROTOCOL_VERSION,
+                id,
+                outcome: other,
+            });
+            if payload.len() <= MAX_FRAME_LEN {
+                vec![Bytes::from(payload)]
+            } else {
+                vec![reply_too_large(id, payload.len())]
+            }
+        }
+    }
+}
+
+fn reply_too_large(id: u64, len: usize) -> Bytes {
+    tracing::warn!(
+        bytes = len,
+        "a reply exceeded the frame cap; sent an error instead"
+    );
+    error_reply(
+        id,
+        WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "the reply ({len} bytes) exceeds the protocol's {MAX_FRAME_LEN}-byte frame cap"
+            ),
+        ),
+    )
+}
+
+/// Greedy split of one snapshot: each frame holds as many sessions as fit under the cap.
+fn split_sessions(id: u64, sessions: Vec<SessionInfo>) -> Vec<Bytes> {
+    let frame = |sessions: Vec<SessionInfo>, more: bool| {
+        codec::to_payload(&ReplyFrame {
+            protocol: PROTOCOL_VERSION,
+            id,
+            outcome: Outcome::Ok(Response::Sessions { sessions, more }),
+        })
     };
-    (Bytes::from(codec::to_payload(&reply)), after)
+    // The envelope's size with `more: true` (the larger of the two); each session adds its
+    // own JSON plus one comma.
+    let envelope = frame(Vec::new(), true).len();
+    let mut frames = Vec::new();
+    let mut chunk = Vec::new();
+    let mut size = envelope;
+    for s in sessions {
+        let len = codec::to_payload(&s).len() + 1;
+        if envelope + len > MAX_FRAME_LEN {
+            // One session alone cannot fit (not reachable with validated names and capped
+            // messages, but never send a frame the client would refuse).
+            return vec![reply_too_large(id, envelope + len)];
+        }
+        if size + len > MAX_FRAME_LEN {
+            frames.push(Bytes::from(frame(std::mem::take(&mut chunk), true)));
+            size = envelope;
+        }
+        size += len;
+        chunk.push(s);
+    }
+    frames.push(Bytes::from(frame(chunk, false)));
+    frames
 }
 
 /// Whether the frame names its op with a string. serde also reads an integer as an enum's
@@ -290,4 +371,95 @@ fn error_reply(id: u64, err: WireError) -> Bytes {
         id,
         outcome: Outcome::Error(err),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(i: usize) -> SessionInfo {
+        SessionInfo {
+            name: format!("session-{i:05}"),
+            state: "fresh".into(),
+            source: "default".into(),
+            expiration: Some("2026-01-01T13:00:00Z".into()),
+            next_refresh: Some("2026-01-01T12:40:00Z".into()),
+            last_error: None,
+            hits: i as u64,
+            sts_calls: 1,
+            warning: None,
+        }
+    }
+
+    fn decode(frame: &Bytes) -> ReplyFrame {
+        codec::from_payload(frame).expect("our own frames decode")
+    }
+
+    #[test]
+    fn a_long_list_is_split_into_frames_under_the_cap() {
+        let all: Vec<SessionInfo> = (0..5000).map(info).collect();
+        let frames = encode_reply(
+            9,
+            Outcome::Ok(Response::Sessions {
+                sessions: all.clone(),
+                more: false,
+            }),
+        );
+        assert!(frames.len() > 10, "{} frames", frames.len());
+        let mut joined = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            assert!(f.len() <= MAX_FRAME_LEN, "frame {i} has {} bytes", f.len());
+            let reply = decode(f);
+            assert_eq!(reply.id, 9);
+            let Outcome::Ok(Response::Sessions { sessions, more }) = reply.outcome else {
+                panic!("frame {i} is not a sessions reply");
+            };
+            assert_eq!(
+                more,
+                i + 1 < frames.len(),
+                "only the last frame ends the list"
+            );
+            joined.extend(sessions);
+        }
+        assert_eq!(joined, all, "same sessions, same order");
+    }
+
+    #[test]
+    fn short_and_empty_lists_are_one_frame() {
+        for n in [0, 1, 50] {
+            let frames = encode_reply(
+                1,
+                Outcome::Ok(Response::Sessions {
+                    sessions: (0..n).map(info).collect(),
+                    more: false,
+                }),
+            );
+            assert_eq!(frames.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_reply_that_cannot_fit_is_a_typed_error() {
+        let mut huge = info(1);
+        huge.warning = Some("w".repeat(MAX_FRAME_LEN));
+        for outcome in [
+            Outcome::Ok(Response::Added {
+                session: huge.clone(),
+            }),
+            Outcome::Ok(Response::Sessions {
+                sessions: vec![info(0), huge],
+                more: false,
+            }),
+        ] {
+            let frames = encode_reply(4, outcome);
+            assert_eq!(frames.len(), 1);
+            let reply = decode(&frames[0]);
+            assert_eq!(reply.id, 4);
+            let Outcome::Error(e) = reply.outcome else {
+                panic!("not an error reply");
+            };
+            assert_eq!(e.code, ErrorCode::FrameTooLarge);
+            assert!(e.message.contains("65536-byte frame cap"), "{}", e.message);
+        }
+    }
 }

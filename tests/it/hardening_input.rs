@@ -128,7 +128,7 @@ fn rand_json(rng: &mut StdRng, depth: u32) -> Value {
 /// A valid request (never `stop`).
 fn valid_request(rng: &mut StdRng, id: u64) -> Value {
     let op = OPS[rng.random_range(0..OPS.len())];
-    let mut v = json!({"protocol": 1, "id": id, "op": op});
+    let mut v = json!({"protocol": elhaz::protocol::PROTOCOL_VERSION, "id": id, "op": op});
     if matches!(op, "add" | "remove" | "credentials" | "whoami") {
         v["name"] = json!(format!("s{}", rng.random_range(0..100)));
     }
@@ -235,7 +235,7 @@ fn payload(rng: &mut StdRng, id: u64) -> Vec<u8> {
         _ => serde_json::to_vec(&valid_request(rng, id)).unwrap(),
     };
     if may_stop(&p) || p.len() > 64 * 1024 {
-        return format!(r#"{{"protocol":1,"id":{id},"op":"ping"}}"#).into_bytes();
+        return format!(r#"{{"protocol":2,"id":{id},"op":"ping"}}"#).into_bytes();
     }
     p
 }
@@ -292,7 +292,7 @@ fn check_reply(payload: &[u8], reply: &Value) -> Result<String, String> {
             if reply["id"] != p.id {
                 return Err(format!("id {} not echoed: {reply}", p.id));
             }
-            if p.protocol != 1 && outcome != "protocol_mismatch" {
+            if p.protocol != elhaz::protocol::PROTOCOL_VERSION && outcome != "protocol_mismatch" {
                 return Err(format!("protocol {} got {outcome}", p.protocol));
             }
         }
@@ -305,10 +305,10 @@ fn check_reply(payload: &[u8], reply: &Value) -> Result<String, String> {
     Ok(outcome)
 }
 
-/// A well-formed reply: protocol 1, exactly one of `ok` / `error`, a known code and a
+/// A well-formed reply: our protocol version, exactly one of `ok` / `error`, a known code and a
 /// message. Returns the outcome (`ok:KIND` or the error code).
 fn check_shape(reply: &Value) -> Result<String, String> {
-    if reply["protocol"] != 1 || !reply["id"].is_u64() {
+    if reply["protocol"] != elhaz::protocol::PROTOCOL_VERSION || !reply["id"].is_u64() {
         return Err(format!("bad envelope: {reply}"));
     }
     match (reply.get("ok"), reply.get("error")) {
@@ -443,7 +443,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     let mut daemon = env.start_daemon_foreground(&[]);
     let pid = daemon.pid();
     let socket = env.socket();
-    let warm = try_request(&socket, r#"{"protocol":1,"id":1,"op":"ping"}"#, REPLY_WAIT);
+    let warm = try_request(&socket, r#"{"protocol":2,"id":1,"op":"ping"}"#, REPLY_WAIT);
     assert!(warm.is_ok(), "{warm:?}");
     let rss_before = rss_mb(pid);
     let started = Instant::now();
@@ -452,7 +452,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     // variant index (`"op":2` stopped the daemon); every one of these is a bad request.
     let mut fixed = Tally::default();
     let mut hostile: Vec<String> = (0..=8)
-        .map(|i| format!(r#"{{"protocol":1,"id":{},"op":{i}}}"#, 900 + i))
+        .map(|i| format!(r#"{{"protocol":2,"id":{},"op":{i}}}"#, 900 + i))
         .collect();
     for op in [
         "2.0",
@@ -466,12 +466,12 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
         "true",
         "\"\"",
     ] {
-        hostile.push(format!(r#"{{"protocol":1,"id":950,"op":{op}}}"#));
+        hostile.push(format!(r#"{{"protocol":2,"id":950,"op":{op}}}"#));
     }
-    hostile.push(r#"{"protocol":1,"id":951,"op":"ping","op":"stop"}"#.into());
-    hostile.push(r#"{"protocol":1,"id":952,"op":"stop","op":"ping"}"#.into());
-    hostile.push(r#"[1,953,"stop"]"#.into());
-    hostile.push(r#"[1,954]"#.into());
+    hostile.push(r#"{"protocol":2,"id":951,"op":"ping","op":"stop"}"#.into());
+    hostile.push(r#"{"protocol":2,"id":952,"op":"stop","op":"ping"}"#.into());
+    hostile.push(r#"[2,953,"stop"]"#.into());
+    hostile.push(r#"[2,954]"#.into());
     for h in &hostile {
         let c = Case::Frames(vec![h.as_bytes().to_vec()]);
         run_case(&socket, &c, &mut fixed);
@@ -505,7 +505,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
                         let id = 1_000_000 + checks;
                         match try_request(
                             &socket,
-                            &format!(r#"{{"protocol":1,"id":{id},"op":"ping"}}"#),
+                            &format!(r#"{{"protocol":2,"id":{id},"op":"ping"}}"#),
                             REPLY_WAIT,
                         ) {
                             Ok(r) if r["ok"]["kind"] == "pong" && r["ok"]["pid"] == pid => {}
@@ -535,7 +535,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     let elapsed = started.elapsed();
     let alive = daemon.try_wait().is_none();
     // Still serving: a ping, the CLI, and nothing was created by the random requests.
-    let after = try_request(&socket, r#"{"protocol":1,"id":2,"op":"ping"}"#, REPLY_WAIT);
+    let after = try_request(&socket, r#"{"protocol":2,"id":2,"op":"ping"}"#, REPLY_WAIT);
     let serving = after.as_ref().is_ok_and(|r| r["ok"]["pid"] == pid);
     let rss_after = rss_kib(pid).map_or(f64::NAN, |k| k as f64 / 1024.0);
     let growth = rss_after - rss_before;

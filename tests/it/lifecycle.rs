@@ -49,7 +49,7 @@ fn detached_start_status_stop_restart() {
     assert_eq!(v["pid"], pid, "{v}");
     assert_eq!(v["running"], true, "{v}");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{v}");
-    assert_eq!(v["protocol"], 1, "{v}");
+    assert_eq!(v["protocol"], elhaz::protocol::PROTOCOL_VERSION, "{v}");
     assert_eq!(v["socket"].as_str(), Some(env.socket().to_str().unwrap()));
     assert_eq!(v["sessions"], 0, "{v}");
     assert_eq!(v["capacity"], 64, "{v}");

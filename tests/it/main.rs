@@ -24,5 +24,6 @@ mod moto;
 mod ops;
 mod paths;
 mod protocol_fixtures;
+mod scale;
 mod security;
 mod shared;

@@ -475,7 +475,7 @@ fn doctor_with_a_running_daemon() {
         d["detail"].as_str().unwrap(),
         &[
             &format!("pid {}", daemon.pid),
-            "protocol 1",
+            &format!("protocol {}", elhaz::protocol::PROTOCOL_VERSION),
             env!("CARGO_PKG_VERSION"),
         ],
     );

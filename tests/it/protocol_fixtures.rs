@@ -37,7 +37,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn req(id: u64, request: Request) -> RequestFrame {
     RequestFrame {
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         id,
         request,
     }
@@ -45,7 +45,7 @@ fn req(id: u64, request: Request) -> RequestFrame {
 
 fn ok(id: u64, response: Response) -> ReplyFrame {
     ReplyFrame {
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         id,
         outcome: Outcome::Ok(response),
     }
@@ -53,7 +53,7 @@ fn ok(id: u64, response: Response) -> ReplyFrame {
 
 fn err(id: u64, e: WireError) -> ReplyFrame {
     ReplyFrame {
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         id,
         outcome: Outcome::Error(e),
     }
@@ -63,7 +63,7 @@ fn status(uptime_s: u64, sessions: usize, capacity: usize, idle: Option<u64>) ->
     StatusInfo {
         pid: 4242,
         version: "0.1.0".into(),
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         socket: "/run/user/1000/elhaz/elhaz.sock".into(),
         uptime_s,
         sessions,
@@ -88,7 +88,26 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
         ("request_ping.json", req(1, Request::Ping)),
         ("request_status.json", req(2, Request::Status)),
         ("request_stop.json", req(3, Request::Stop)),
-        ("request_list.json", req(4, Request::List)),
+        (
+            "request_list.json",
+            req(
+                4,
+                Request::List {
+                    state: None,
+                    pattern: None,
+                },
+            ),
+        ),
+        (
+            "request_list_filtered.json",
+            req(
+                4,
+                Request::List {
+                    state: Some("failed".into()),
+                    pattern: Some("prod-*".into()),
+                },
+            ),
+        ),
         (
             "request_add.json",
             req(5, Request::Add { name: "dev".into() }),
@@ -145,10 +164,10 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
     mfa.mfa_serial = Some("arn:aws:iam::123456789012:mfa/alice".into());
     let mut mismatch = WireError::new(
         ErrorCode::ProtocolMismatch,
-        "daemon speaks protocol 1, this client speaks 999: run `elhaz daemon stop` (the next \
+        "daemon speaks protocol 2, this client speaks 999: run `elhaz daemon stop` (the next \
          command starts a matching daemon)",
     );
-    mismatch.protocol = Some(1);
+    mismatch.protocol = Some(PROTOCOL_VERSION);
     vec![
         (
             "reply_pong.json",
@@ -207,12 +226,39 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             ),
                         },
                     ],
+                    more: false,
                 },
             ),
         ),
         (
             "reply_sessions_empty.json",
-            ok(4, Response::Sessions { sessions: vec![] }),
+            ok(
+                4,
+                Response::Sessions {
+                    sessions: vec![],
+                    more: false,
+                },
+            ),
+        ),
+        (
+            "reply_sessions_more.json",
+            ok(
+                4,
+                Response::Sessions {
+                    sessions: vec![SessionInfo {
+                        name: "a1".into(),
+                        state: "fresh".into(),
+                        source: "default".into(),
+                        expiration: None,
+                        next_refresh: None,
+                        last_error: None,
+                        hits: 0,
+                        sts_calls: 1,
+                        warning: None,
+                    }],
+                    more: true,
+                },
+            ),
         ),
         (
             "reply_added.json",
@@ -315,7 +361,7 @@ fn request_kind(r: &Request) -> &'static str {
         Request::Ping => "ping",
         Request::Status => "status",
         Request::Stop => "stop",
-        Request::List => "list",
+        Request::List { .. } => "list",
         Request::Add { .. } => "add",
         Request::Remove { .. } => "remove",
         Request::Credentials { .. } => "credentials",
@@ -484,7 +530,7 @@ fn error_codes_spell_as_on_the_wire() {
     }
     // A code from a newer daemon decodes as `unknown` and keeps its message.
     let reply: ReplyFrame = codec::from_payload(
-        br#"{"protocol":1,"id":3,"error":{"code":"from_the_future","message":"m","extra":1}}"#,
+        br#"{"protocol":2,"id":3,"error":{"code":"from_the_future","message":"m","extra":1}}"#,
     )
     .unwrap();
     assert_eq!(
@@ -521,7 +567,10 @@ fn live_daemon_speaks_the_golden_frames() {
     let Outcome::Ok(Response::Status(s)) = reply.outcome else {
         panic!("not a status reply: {}", String::from_utf8_lossy(&payload));
     };
-    assert_eq!((s.pid, s.protocol, s.capacity), (d.pid(), 1, 64));
+    assert_eq!(
+        (s.pid, s.protocol, s.capacity),
+        (d.pid(), PROTOCOL_VERSION, 64)
+    );
     // Same keys, in the same order, as the golden status without an idle timeout.
     let keys = |v: &serde_json::Value| -> Vec<String> {
         v["ok"].as_object().unwrap().keys().cloned().collect()

@@ -776,7 +776,11 @@ impl RawConn {
 /// Asserts `reply` is an error reply with `code` and `id`; returns its message.
 #[track_caller]
 pub fn assert_error_reply(reply: &serde_json::Value, code: &str, id: u64) -> String {
-    assert_eq!(reply["protocol"], 1, "reply: {reply}");
+    assert_eq!(
+        reply["protocol"],
+        elhaz::protocol::PROTOCOL_VERSION,
+        "reply: {reply}"
+    );
     assert_eq!(reply["id"], id, "reply: {reply}");
     assert!(reply.get("ok").is_none(), "reply: {reply}");
     assert_eq!(reply["error"]["code"], code, "reply: {reply}");
