@@ -310,6 +310,9 @@ pub enum ErrorCode {
     Conflict,
     /// A session config is invalid.
     InvalidConfig,
+    /// The session's source would ask this same daemon for credentials (a profile whose
+    /// `credential_process` runs `elhaz credential-process`).
+    SelfReference,
     /// The session needs an MFA code; `mfa_serial` names the device.
     MfaRequired,
     /// The MFA code was rejected or the MFA command failed.
@@ -352,6 +355,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::SelfReference => "self_reference",
             ErrorCode::MfaRequired => "mfa_required",
             ErrorCode::MfaFailed => "mfa_failed",
             ErrorCode::AccessDenied => "access_denied",

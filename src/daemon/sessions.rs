@@ -82,6 +82,30 @@ fn serve_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(10))
 }
 
+/// A cheap fingerprint of a config file's `stat` (device, inode, size, mtime and ctime, to
+/// the nanosecond); `None` if it cannot be stat'ed. `Store::write` renames a new file into
+/// place, so every write changes the inode; an in-place edit changes mtime/ctime.
+fn stamp(file: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(file).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+    (m.ctime(), m.ctime_nsec()).hash(&mut h);
+    // 0 means "unknown" in `Session::stamp`.
+    Some(h.finish().max(1))
+}
+
+/// Whether two configs obtain the same credentials: everything but `description` matters
+/// (the region is served with the credentials, so it counts too).
+fn same_identity(a: &SessionConfig, b: &SessionConfig) -> bool {
+    let strip = |c: &SessionConfig| SessionConfig {
+        description: None,
+        ..c.clone()
+    };
+    strip(a) == strip(b)
+}
+
 #[derive(Debug)]
 struct Held {
     creds: Arc<Credentials>,
@@ -122,6 +146,8 @@ pub struct Session {
     hits: AtomicU64,
     sts_calls: AtomicU64,
     warning: Option<String>,
+    /// [`stamp`] of the config file this session was loaded from.
+    stamp: AtomicU64,
 }
 
 impl Session {
@@ -313,21 +339,41 @@ impl Engine {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached session `name`, loading its config if it is not cached. With `reload`, a
-    /// cached session whose config file changed is replaced.
+    /// The cached session `name`, loading its config if it is not cached. A cached session
+    /// whose config file changed on disk (its [`stamp`] differs) is re-read: an identical
+    /// config (ignoring `description`) keeps the session and its credentials, any other
+    /// change replaces it, and a removed file evicts it. With `reload`, the file is re-read
+    /// even when its stamp is unchanged.
     fn load(self: &Arc<Self>, name: &str, reload: bool) -> Result<Arc<Session>, WireError> {
         crate::config::validate_name(name).map_err(|e| e.to_wire())?;
-        if !reload && let Some(s) = self.lock().get(name) {
+        let file = self.store.file(name);
+        let stamp = stamp(&file);
+        if !reload
+            && let Some(s) = self.lock().get(name)
+            && stamp.is_some_and(|st| st == s.stamp.load(Ordering::Relaxed))
+        {
             return Ok(s.clone());
         }
         // File I/O happens outside the cache lock.
         let custom = crate::config::env_custom_endpoint();
-        let config = self.store.load(name, custom).map_err(|e| e.to_wire())?;
+        let config = match self.store.load(name, custom) {
+            Ok(c) => c,
+            Err(e) => {
+                let w = e.to_wire();
+                if w.code == ErrorCode::NotFound && self.evict(name) {
+                    tracing::info!(session = name, "session removed: its config file is gone");
+                }
+                return Err(w);
+            }
+        };
         self.check_chain(name, &config, custom)?;
+        crate::daemon::selfref::check_source(name, &config)?;
+        let stamp = stamp.unwrap_or(0);
         let mut cache = self.lock();
         if let Some(existing) = cache.get(name)
-            && (!reload || *existing.config == config)
+            && same_identity(&existing.config, &config)
         {
+            existing.stamp.store(stamp, Ordering::Relaxed);
             return Ok(existing.clone());
         }
         let window = self.refresh_window.as_secs();
@@ -340,13 +386,17 @@ impl Engine {
             cancel: self.shutdown.child_token(),
             hits: AtomicU64::new(0),
             sts_calls: AtomicU64::new(0),
+            stamp: AtomicU64::new(stamp),
         });
         let replaced = cache.pop(name);
         let evicted = cache.push(name.to_string(), session.clone());
         drop(cache);
         if let Some(old) = replaced {
             old.retire();
-            tracing::info!(session = name, "session reloaded: its config changed");
+            tracing::info!(
+                session = name,
+                "session reloaded: its config changed; cached credentials dropped"
+            );
         }
         if let Some((old_name, old)) = evicted {
             old.retire();
@@ -359,6 +409,15 @@ impl Engine {
         );
         tokio::spawn(refresher(self.clone(), session.clone()));
         Ok(session)
+    }
+
+    /// Evicts `name` if cached; whether it was.
+    fn evict(&self, name: &str) -> bool {
+        let popped = self.lock().pop(name);
+        if let Some(s) = &popped {
+            s.retire();
+        }
+        popped.is_some()
     }
 
     /// Rejects chains that loop or run too deep (a loop would wait on itself).
