@@ -238,6 +238,10 @@ pub struct SessionInfo {
     /// A warning about the config (e.g. a duration too short for botocore's refresh window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// For a session behind MFA: when its MFA session ends (RFC 3339, UTC) and a new code is
+    /// needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_expiration: Option<String>,
 }
 
 /// Temporary credentials on the wire. `Debug` redacts the secret parts.
@@ -289,6 +293,9 @@ pub struct Identity {
     pub user_id: String,
     /// Expiration of the credentials used.
     pub expiration: String,
+    /// For a session behind MFA: when its MFA session ends (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_expiration: Option<String>,
 }
 
 /// Machine-readable error codes. New codes may be added within a protocol version; a client

@@ -82,6 +82,59 @@ fn serve_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(10))
 }
 
+/// A cached failure, saying so: when the attempt was and when the next one is due.
+fn cached_failure(e: &WireError, ago: Duration, retry_in: Option<Duration>) -> WireError {
+    let mut w = e.clone();
+    let next = match retry_in {
+        Some(d) => format!("retrying in {}", secs(d)),
+        None => format!("a request after {} retries", secs(NEGATIVE_TTL.saturating_sub(ago))),
+    };
+    w.message = format!("{} (last attempt {} ago; {next})", e.message, secs(ago));
+    w
+}
+
+/// `3 s`, or `0.4 s` below ten seconds.
+fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
+/// The STS endpoint a config calls, for messages: its `endpoint_url`, else the regional
+/// endpoint of its (STS) region; without one, the daemon's default region decides.
+fn sts_endpoint(config: &SessionConfig) -> String {
+    if let Some(url) = config.endpoint_url() {
+        return url.to_string();
+    }
+    match config
+        .sts
+        .as_ref()
+        .and_then(|s| s.region.as_ref())
+        .or(config.region.as_ref())
+    {
+        Some(r) => format!("https://sts.{}.amazonaws.com", r.0),
+        None => "the STS endpoint of the daemon's default region".into(),
+    }
+}
+
+/// Prefixes an STS failure with the session and the endpoint, so a message in a log or a
+/// terminal says which call failed where. Other failures (MFA, sources) already name theirs.
+fn explain(mut e: WireError, name: &str, endpoint: &str) -> WireError {
+    if matches!(
+        e.code,
+        ErrorCode::AccessDenied
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::Throttled
+            | ErrorCode::Unavailable
+            | ErrorCode::UpstreamError
+    ) {
+        e.message = format!("session {name:?} (STS {endpoint}): {}", e.message);
+    }
+    e
+}
+
 /// A cheap fingerprint of a config file's `stat` (device, inode, size, mtime and ctime, to
 /// the nanosecond); `None` if it cannot be stat'ed. `Store::write` renames a new file into
 /// place, so every write changes the inode; an in-place edit changes mtime/ctime.
@@ -185,6 +238,7 @@ impl Session {
                 (Some(w), Some(n)) => Some(format!("{w}; {n}")),
                 (w, n) => w.clone().or_else(|| n.clone()),
             },
+            mfa_expiration: None,
         }
     }
 
@@ -260,7 +314,14 @@ impl Sessions {
     pub fn list(&self) -> Vec<SessionInfo> {
         let sessions: Vec<Arc<Session>> =
             self.engine.lock().iter().map(|(_, s)| s.clone()).collect();
-        sessions.iter().map(|s| s.info()).collect()
+        sessions
+            .iter()
+            .map(|s| {
+                let mut info = s.info();
+                info.mfa_expiration = self.engine.mfa_expiration(s, info.expiration.as_ref());
+                info
+            })
+            .collect()
     }
 
     /// Names of the cached sessions, most recently used first.
@@ -326,10 +387,15 @@ impl Sessions {
             .engine
             .credentials_of(&session, mfa_code.map(Into::into))
             .await?;
-        self.engine
+        let mut id = self
+            .engine
             .fetcher
             .whoami(session.config.clone(), held.creds.clone())
-            .await
+            .await?;
+        id.mfa_expiration = self
+            .engine
+            .mfa_expiration(&session, Some(&rfc3339(held.creds.expiration)));
+        Ok(id)
     }
 }
 
@@ -411,6 +477,17 @@ impl Engine {
         Ok(session)
     }
 
+    /// When `session`'s MFA session ends: the shared one its role is assumed from, or — for a
+    /// GetSessionToken session with `[mfa]` — its own credentials' `expiration`.
+    fn mfa_expiration(&self, session: &Session, expiration: Option<&String>) -> Option<String> {
+        let config = &session.config;
+        config.mfa.as_ref()?;
+        if config.role.is_none() {
+            return expiration.cloned();
+        }
+        self.fetcher.mfa_expiration(config).map(rfc3339)
+    }
+
     /// Evicts `name` if cached; whether it was.
     fn evict(&self, name: &str) -> bool {
         let popped = self.lock().pop(name);
@@ -472,12 +549,14 @@ impl Engine {
                 }
                 // Negative cache: a fresh failure is answered from memory, unless this request
                 // brings the MFA code the failure asked for.
+                // A "needs a code" answer is never cached: asking again costs no STS call, and
+                // another client's code may have created the MFA session meanwhile.
                 if inner.inflight.is_none()
                     && let (Some(e), Some(at)) = (&inner.last_error, inner.failed_at)
                     && now < at + NEGATIVE_TTL
-                    && !(e.code == ErrorCode::MfaRequired && code.is_some())
+                    && e.code != ErrorCode::MfaRequired
                 {
-                    return Err(e.clone());
+                    return Err(cached_failure(e, now - at, inner.next_refresh.map(|t| t - now)));
                 }
                 match &inner.inflight {
                     Some(f) => f.clone(),
@@ -616,6 +695,7 @@ impl Engine {
             _ => None,
         };
         session.sts_calls.fetch_add(1, Ordering::Relaxed);
+        let endpoint = sts_endpoint(&config);
         self.fetcher
             .fetch(FetchRequest {
                 name: session.name.clone(),
@@ -625,6 +705,7 @@ impl Engine {
                 mfa_code,
             })
             .await
+            .map_err(|e| explain(e, &session.name, &endpoint))
     }
 
     /// Long-term keys for a keyring source: read once per session load, then kept.

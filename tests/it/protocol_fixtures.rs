@@ -188,6 +188,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             hits: 17,
                             sts_calls: 2,
                             warning: None,
+                            mfa_expiration: None,
                         },
                         SessionInfo {
                             name: "ci".into(),
@@ -205,6 +206,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             warning: Some(
                                 "credentials last 15m and are refreshed 5m before expiry".into(),
                             ),
+                            mfa_expiration: None,
                         },
                     ],
                 },
@@ -229,6 +231,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                         hits: 0,
                         sts_calls: 0,
                         warning: None,
+                        mfa_expiration: None,
                     },
                 },
             ),
@@ -260,6 +263,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                     arn: "arn:aws:sts::123456789012:assumed-role/dev/elhaz-alice".into(),
                     user_id: "AROA3XFRBF535PLBIFPI4:elhaz-alice".into(),
                     expiration: "2026-01-01T13:00:00Z".into(),
+                    mfa_expiration: None,
                 }),
             ),
         ),
@@ -380,6 +384,7 @@ const ALL_CODES: &[ErrorCode] = &[
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
     ErrorCode::Unknown,
+    ErrorCode::SelfReference,
 ];
 fn code_index(c: ErrorCode) -> usize {
     match c {
@@ -404,6 +409,7 @@ fn code_index(c: ErrorCode) -> usize {
         ErrorCode::ShuttingDown => 18,
         ErrorCode::Internal => 19,
         ErrorCode::Unknown => 20,
+        ErrorCode::SelfReference => 21,
     }
 }
 
