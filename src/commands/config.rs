@@ -200,7 +200,12 @@ pub fn add(paths: &Paths, mut a: ConfigAddArgs) -> Result<ExitCode> {
 /// removed) and says what happened to its cached session. The daemon would notice the change
 /// at the next request anyway (it stats the file); evicting now drops the old credentials at
 /// once and lets us report it.
-fn tell_daemon(paths: &Paths, name: &str, old: Option<&SessionConfig>, new: Option<&SessionConfig>) {
+fn tell_daemon(
+    paths: &Paths,
+    name: &str,
+    old: Option<&SessionConfig>,
+    new: Option<&SessionConfig>,
+) {
     use elhaz::protocol::{Request, Response};
     let Ok(Some(mut c)) = elhaz::client::connect_existing(paths) else {
         return;
@@ -211,7 +216,9 @@ fn tell_daemon(paths: &Paths, name: &str, old: Option<&SessionConfig>, new: Opti
     };
     if !cached {
         if new.is_some() {
-            println!("the running daemon has not cached {name}; it uses the new config when first asked");
+            println!(
+                "the running daemon has not cached {name}; it uses the new config when first asked"
+            );
         }
         return;
     }
@@ -222,7 +229,9 @@ fn tell_daemon(paths: &Paths, name: &str, old: Option<&SessionConfig>, new: Opti
     if let (Some(o), Some(n)) = (old, new)
         && strip(o) == strip(n)
     {
-        println!("the running daemon keeps {name}'s cached credentials (only the description changed)");
+        println!(
+            "the running daemon keeps {name}'s cached credentials (only the description changed)"
+        );
         return;
     }
     match c.call(Request::Remove { name: name.into() }) {

@@ -94,7 +94,13 @@ fn lock_mfa_device(paths: &Paths, serial: &str) -> Result<std::fs::File> {
     elhaz::paths::ensure_private_dir(&paths.run_dir)?;
     let clean: String = serial
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(80)
         .collect();
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -173,7 +173,10 @@ fn names_session(cmd: &str, name: &str) -> bool {
         .split_whitespace()
         .map(|w| w.trim_matches(['"', '\'']))
         .collect();
-    words.iter().skip(1).any(|w| *w == name || *w == format!("--name={name}"))
+    words
+        .iter()
+        .skip(1)
+        .any(|w| *w == name || *w == format!("--name={name}"))
 }
 
 /// The text without the stanzas of `profiles` (header to the next header).

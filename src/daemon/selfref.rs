@@ -147,11 +147,9 @@ fn sections(text: &str, file: &Path, credentials_file: bool) -> Vec<Section> {
             continue;
         }
         if let (Some(idx), Some((k, v))) = (current, t.split_once('=')) {
-            out[idx].keys.push((
-                k.trim().to_ascii_lowercase(),
-                v.trim().to_string(),
-                i + 1,
-            ));
+            out[idx]
+                .keys
+                .push((k.trim().to_ascii_lowercase(), v.trim().to_string(), i + 1));
         }
     }
     out
@@ -279,7 +277,9 @@ mod tests {
     #[test]
     fn recognises_elhaz_credential_process_lines() {
         assert!(calls_elhaz("elhaz credential-process dev"));
-        assert!(calls_elhaz("/usr/local/bin/elhaz credential-process --name dev"));
+        assert!(calls_elhaz(
+            "/usr/local/bin/elhaz credential-process --name dev"
+        ));
         assert!(calls_elhaz("'/opt/x/elhaz' credential-process dev"));
         assert!(calls_elhaz("elhaz export dev --format credential-process"));
         assert!(!calls_elhaz("elhaz export dev"));

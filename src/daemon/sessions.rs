@@ -87,7 +87,10 @@ fn cached_failure(e: &WireError, ago: Duration, retry_in: Option<Duration>) -> W
     let mut w = e.clone();
     let next = match retry_in {
         Some(d) => format!("retrying in {}", secs(d)),
-        None => format!("a request after {} retries", secs(NEGATIVE_TTL.saturating_sub(ago))),
+        None => format!(
+            "a request after {} retries",
+            secs(NEGATIVE_TTL.saturating_sub(ago))
+        ),
     };
     w.message = format!("{} (last attempt {} ago; {next})", e.message, secs(ago));
     w
@@ -556,7 +559,11 @@ impl Engine {
                     && now < at + NEGATIVE_TTL
                     && e.code != ErrorCode::MfaRequired
                 {
-                    return Err(cached_failure(e, now - at, inner.next_refresh.map(|t| t - now)));
+                    return Err(cached_failure(
+                        e,
+                        now - at,
+                        inner.next_refresh.map(|t| t - now),
+                    ));
                 }
                 match &inner.inflight {
                     Some(f) => f.clone(),
