@@ -22,6 +22,15 @@
 //!   immune to wall-clock jumps, and testable under `tokio::time::pause`.
 //! - Eviction (LRU overflow, `daemon remove`, shutdown) cancels the session's token — ending
 //!   its refresher — and drops its credentials at once.
+//! - Config edits take effect at the next request: each request `stat`s the session's config
+//!   file (device, inode, size, mtime, ctime — about a microsecond, no read, no parse) and
+//!   compares that stamp with the one it loaded. On a change the file is re-read: the same
+//!   config apart from `description` keeps the session and its credentials; any other change
+//!   replaces the session (old credentials dropped, refresher cancelled); a removed file evicts
+//!   it. A watcher (inotify) would notice edits without a request, but needs a thread and
+//!   per-directory state and misses nothing a request-time `stat` does not also catch — a
+//!   config only matters when a request reads it. Sessions chained from an edited one keep
+//!   their credentials until their own next refresh.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
