@@ -28,9 +28,9 @@
 //!   config apart from `description` keeps the session and its credentials; any other change
 //!   replaces the session (old credentials dropped, refresher cancelled); a removed file evicts
 //!   it. A watcher (inotify) would notice edits without a request, but needs a thread and
-//!   per-directory state and misses nothing a request-time `stat` does not also catch — a
-//!   config only matters when a request reads it. Sessions chained from an edited one keep
-//!   their credentials until their own next refresh.
+//!   per-directory state, and gains little: a config only matters when a request uses it (a
+//!   background refresh between an edit and the next request still uses the old config).
+//!   Sessions chained from an edited one keep their credentials until their own next refresh.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
