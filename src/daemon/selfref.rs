@@ -12,9 +12,10 @@
 //!    `--foreground`, autostart) goes through — and removes what elhaz itself put there:
 //!    `ELHAZ_SESSION`; a generated `AWS_CONFIG_FILE` (a file under `run/`);
 //!    `AWS_PROFILE`/`AWS_DEFAULT_PROFILE` naming an `elhaz-…` profile; and, when
-//!    `ELHAZ_SESSION` shows the environment is a session's, the session's exported keys
-//!    (`AWS_ACCESS_KEY_ID`, …) and `AWS_CONTAINER_*` variables. A user's own variables outside
-//!    a session are kept: the daemon's default chain is theirs.
+//!    `ELHAZ_SESSION` shows the environment is a session's, `AWS_CONTAINER_*` variables and
+//!    the session's exported keys (`AWS_ACCESS_KEY_ID`, …, recognised by the
+//!    `AWS_CREDENTIAL_EXPIRATION` elhaz exports with them). A user's own variables are kept:
+//!    the daemon's default chain is theirs.
 //! 2. **A profile that calls elhaz.** A session whose source is an AWS profile (or the default
 //!    chain's profile) whose `credential_process` runs `elhaz credential-process` — directly or
 //!    through `source_profile` — would call this daemon while it resolves that very session.
@@ -51,9 +52,11 @@ const SESSION_VARS: &[&str] = &[
 /// directory. Pure, for tests.
 pub fn to_scrub<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>, run_dir: &Path) -> Vec<String> {
     let vars: Vec<(&str, &str)> = vars.collect();
-    let in_session = vars
-        .iter()
-        .any(|(k, v)| *k == "ELHAZ_SESSION" && !v.is_empty());
+    let has = |name: &str| vars.iter().any(|(k, v)| *k == name && !v.is_empty());
+    let in_session = has("ELHAZ_SESSION");
+    // `exec`/`export` always export the expiration with a session's keys; a user's own
+    // static keys next to a stray ELHAZ_SESSION have none and stay.
+    let exported_keys = in_session && has("AWS_CREDENTIAL_EXPIRATION");
     let run_dir = canonical(run_dir);
     vars.iter()
         .filter(|(k, v)| match *k {
@@ -66,7 +69,8 @@ pub fn to_scrub<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>, run_dir: &Pa
                             .is_some_and(|n| n.to_string_lossy().starts_with("aws-config-")))
             }
             "AWS_PROFILE" | "AWS_DEFAULT_PROFILE" => v.starts_with("elhaz-"),
-            k => in_session && SESSION_VARS.contains(&k),
+            k if k.starts_with("AWS_CONTAINER_") => in_session && SESSION_VARS.contains(&k),
+            k => exported_keys && SESSION_VARS.contains(&k),
         })
         .map(|(k, _)| k.to_string())
         .collect()
@@ -320,6 +324,7 @@ mod tests {
             ("AWS_PROFILE", "elhaz-dev"),
             ("AWS_CONFIG_FILE", "/nonexistent/run/aws-config-dev"),
             ("AWS_ACCESS_KEY_ID", "ASIA"),
+            ("AWS_CREDENTIAL_EXPIRATION", "2026-01-01T00:00:00Z"),
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1"),
             ("AWS_REGION", "eu-west-1"),
             ("HOME", "/home/u"),
@@ -332,9 +337,13 @@ mod tests {
                 "AWS_ACCESS_KEY_ID",
                 "AWS_CONFIG_FILE",
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CREDENTIAL_EXPIRATION",
                 "AWS_PROFILE",
                 "ELHAZ_SESSION"
             ]
         );
+        // Static keys of the user's next to a stray ELHAZ_SESSION: kept.
+        let stray = [("ELHAZ_SESSION", "b"), ("AWS_ACCESS_KEY_ID", "AKIA")];
+        assert_eq!(to_scrub(stray.into_iter(), run), ["ELHAZ_SESSION"]);
     }
 }

@@ -114,11 +114,19 @@ fn secs(d: Duration) -> String {
     }
 }
 
-/// The STS endpoint a config calls, for messages: its `endpoint_url`, else the regional
-/// endpoint of its (STS) region; without one, the daemon's default region decides.
+/// The STS endpoint a config calls, for messages: its `endpoint_url`, else the daemon's
+/// `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL`, else the regional endpoint of its (STS) region;
+/// without one, the daemon's default region decides.
 fn sts_endpoint(config: &SessionConfig) -> String {
     if let Some(url) = config.endpoint_url() {
         return url.to_string();
+    }
+    // The SDK's own override, from the daemon's environment.
+    if let Some(url) = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+    {
+        return url;
     }
     match config
         .sts
