@@ -242,6 +242,13 @@ pub enum ConfigCmd {
         /// Do not ask for confirmation (required without a TTY).
         #[arg(short, long)]
         yes: bool,
+        /// Also remove the AWS profile(s) whose credential_process runs this session (as
+        /// `setup aws-profile` writes them) without asking.
+        #[arg(long, conflicts_with = "keep_profile")]
+        remove_profile: bool,
+        /// Keep those AWS profiles without asking.
+        #[arg(long)]
+        keep_profile: bool,
     },
     /// List session configs.
     List {

@@ -340,6 +340,17 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| Error::io("cannot create the start-up pipe", e))?;
     let mut cmd = Command::new(exe);
+    // The daemon scrubs these itself too; removing them here keeps them out of its
+    // /proc/PID/environ as well.
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    for k in crate::daemon::selfref::to_scrub(
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &paths.run_dir,
+    ) {
+        cmd.env_remove(k);
+    }
     cmd.args(["daemon", "start", "--foreground"])
         .args(extra)
         .env(crate::daemon::lifecycle::ENV_DETACH, "1")

@@ -262,6 +262,10 @@ pub struct SessionInfo {
     /// A warning about the config (e.g. a duration too short for botocore's refresh window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// For a session behind MFA: when its MFA session ends (RFC 3339, UTC) and a new code is
+    /// needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_expiration: Option<String>,
 }
 
 /// Temporary credentials on the wire. `Debug` redacts the secret parts.
@@ -313,6 +317,9 @@ pub struct Identity {
     pub user_id: String,
     /// Expiration of the credentials used.
     pub expiration: String,
+    /// For a session behind MFA: when its MFA session ends (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_expiration: Option<String>,
 }
 
 /// Machine-readable error codes. New codes may be added within a protocol version; a client
@@ -335,6 +342,9 @@ pub enum ErrorCode {
     Conflict,
     /// A session config is invalid.
     InvalidConfig,
+    /// The session's source would ask this same daemon for credentials (a profile whose
+    /// `credential_process` runs `elhaz credential-process`).
+    SelfReference,
     /// The session needs an MFA code; `mfa_serial` names the device.
     MfaRequired,
     /// The MFA code was rejected or the MFA command failed.
@@ -377,6 +387,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::SelfReference => "self_reference",
             ErrorCode::MfaRequired => "mfa_required",
             ErrorCode::MfaFailed => "mfa_failed",
             ErrorCode::AccessDenied => "access_denied",

@@ -78,6 +78,10 @@ pub trait Fetch: Send + Sync + std::fmt::Debug + 'static {
         config: Arc<SessionConfig>,
         creds: Arc<Credentials>,
     ) -> BoxFuture<Result<Identity, WireError>>;
+    /// When the shared MFA session a config's role is assumed from ends, if one is held.
+    fn mfa_expiration(&self, _config: &SessionConfig) -> Option<SystemTime> {
+        None
+    }
 }
 
 /// The AWS STS implementation.
@@ -398,11 +402,7 @@ impl Inner {
         serial: &str,
         base: SharedCredentialsProvider,
     ) -> Result<Arc<Credentials>, WireError> {
-        let key = format!(
-            "{serial}\u{0}{:?}\u{0}{}",
-            req.config.source(),
-            req.config.endpoint_url().unwrap_or_default()
-        );
+        let key = mfa_key(serial, &req.config);
         let margin = SystemTime::now() + Duration::from_secs(5 * 60);
         let cached = self
             .mfa_sessions
@@ -442,6 +442,15 @@ impl Inner {
         tracing::info!(session = %req.name, "MFA session established");
         Ok(creds)
     }
+}
+
+/// The key of the shared MFA session of a config behind `serial`.
+fn mfa_key(serial: &str, config: &SessionConfig) -> String {
+    format!(
+        "{serial}\u{0}{:?}\u{0}{}",
+        config.source(),
+        config.endpoint_url().unwrap_or_default()
+    )
 }
 
 fn check_code(code: SecretString) -> Result<SecretString, WireError> {
@@ -595,6 +604,10 @@ impl LazySts {
 }
 
 impl Fetch for LazySts {
+    fn mfa_expiration(&self, config: &SessionConfig) -> Option<SystemTime> {
+        self.cell.get()?.mfa_expiration(config)
+    }
+
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
         let cell = self.cell.clone();
         Box::pin(async move { cell.get_or_init(StsFetcher::load).await.fetch(req).await })
@@ -644,7 +657,19 @@ impl Fetch for StsFetcher {
                 arn: out.arn().unwrap_or_default().to_string(),
                 user_id: out.user_id().unwrap_or_default().to_string(),
                 expiration: crate::credentials::rfc3339(creds.expiration),
+                mfa_expiration: None,
             })
         })
+    }
+
+    fn mfa_expiration(&self, config: &SessionConfig) -> Option<SystemTime> {
+        let mfa = config.mfa.as_ref()?;
+        let key = mfa_key(&mfa.serial.0, config);
+        let sessions = self
+            .inner
+            .mfa_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sessions.get(&key).map(|c| c.expiration)
     }
 }

@@ -183,8 +183,10 @@ pub fn add(paths: &Paths, mut a: ConfigAddArgs) -> Result<ExitCode> {
     if cfg.session.as_ref().is_some_and(|s| s.0 == a.name) {
         bail!("session {:?} cannot chain from itself", a.name);
     }
+    let previous = store.load(&a.name, custom).ok();
     let written = store.write(&a.name, &text, a.force)?;
     println!("added session config {} ({})", a.name, written.display());
+    tell_daemon(paths, &a.name, previous.as_ref(), Some(&cfg));
     let window = Settings::load(&paths.settings_file)
         .map(|s| s.refresh_window())
         .unwrap_or(config::DEFAULT_REFRESH_WINDOW);
@@ -194,7 +196,56 @@ pub fn add(paths: &Paths, mut a: ConfigAddArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn remove(paths: &Paths, name: &str, yes: bool) -> Result<ExitCode> {
+/// Tells a running daemon (if any) that `name`'s config changed from `old` to `new` (`None`:
+/// removed) and says what happened to its cached session. The daemon would notice the change
+/// at the next request anyway (it stats the file); evicting now drops the old credentials at
+/// once and lets us report it.
+fn tell_daemon(
+    paths: &Paths,
+    name: &str,
+    old: Option<&SessionConfig>,
+    new: Option<&SessionConfig>,
+) {
+    use elhaz::protocol::{Request, Response};
+    let Ok(Some(mut c)) = elhaz::client::connect_existing(paths) else {
+        return;
+    };
+    let cached = match c.call(Request::List) {
+        Ok(Response::Sessions { sessions }) => sessions.iter().any(|s| s.name == name),
+        _ => return,
+    };
+    if !cached {
+        if new.is_some() {
+            println!(
+                "the running daemon has not cached {name}; it uses the new config when first asked"
+            );
+        }
+        return;
+    }
+    let strip = |c: &SessionConfig| SessionConfig {
+        description: None,
+        ..c.clone()
+    };
+    if let (Some(o), Some(n)) = (old, new)
+        && strip(o) == strip(n)
+    {
+        println!(
+            "the running daemon keeps {name}'s cached credentials (only the description changed)"
+        );
+        return;
+    }
+    match c.call(Request::Remove { name: name.into() }) {
+        Ok(_) if new.is_some() => println!(
+            "the running daemon dropped {name}'s cached credentials; it uses the new config from the next request"
+        ),
+        Ok(_) => println!("the running daemon evicted {name} and dropped its cached credentials"),
+        Err(e) => eprintln!(
+            "elhaz: warning: could not evict {name} from the running daemon ({e}); it reloads the config at the next request"
+        ),
+    }
+}
+
+pub fn remove(paths: &Paths, name: &str, yes: bool, profile: Option<bool>) -> Result<ExitCode> {
     config::validate_name(name)?;
     let store = store(paths);
     let file = store.file(name);
@@ -218,11 +269,10 @@ pub fn remove(paths: &Paths, name: &str, yes: bool) -> Result<ExitCode> {
         }
     }
     store.remove(name)?;
-    // Best effort: evict it from a running daemon so its credentials are dropped too.
-    if let Ok(Some(mut c)) = elhaz::client::connect_existing(paths) {
-        let _ = c.call(elhaz::protocol::Request::Remove { name: name.into() });
-    }
     println!("removed session config {name}");
+    // Evict it from a running daemon so its credentials are dropped too.
+    tell_daemon(paths, name, None, None);
+    super::setup::offer_profile_removal(name, profile)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -358,9 +408,11 @@ pub fn edit(paths: &Paths, name: &str) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         match SessionConfig::parse(&text, &file, custom) {
-            Ok(_) => {
+            Ok(new) => {
+                let previous = SessionConfig::parse(&original, &file, custom).ok();
                 store.write(name, &text, true)?;
                 println!("updated session config {name}");
+                tell_daemon(paths, name, previous.as_ref(), Some(&new));
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) => {

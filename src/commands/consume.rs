@@ -4,8 +4,9 @@
 //! the name (no config parsing when a name is given), makes one blocking socket round trip and
 //! prints one JSON object — no async runtime, no SDK, no logging setup.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use elhaz::client;
@@ -47,27 +48,150 @@ pub fn resolve_name(paths: &Paths, given: Option<&str>) -> Result<String> {
 }
 
 /// Asks the daemon for credentials, prompting on the terminal once if it needs an MFA code.
+///
+/// One prompt per MFA device: before prompting, the CLI takes an exclusive `flock` on
+/// `run/mfa-SERIAL.lock` and holds it until the daemon has answered the request carrying the
+/// code. Another CLI that needs a code for the same device meanwhile waits for the lock
+/// instead of prompting too (a TOTP code is single-use on AWS), then asks again without a code:
+/// the daemon's MFA session, created by the first CLI's code, serves it.
 pub(crate) fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
     let mut c = client::connect_or_start(paths)?;
     let mut code = None;
     let mut prompted = false;
-    loop {
-        match c.call(Request::Credentials {
+    let mut mfa_lock: Option<std::fs::File> = None;
+    // Bounded: at most one retry after waiting for the lock and one with the code.
+    for _ in 0..4 {
+        let request = Request::Credentials {
             name: name.to_string(),
             mfa_code: code.take(),
-        }) {
+        };
+        match call_noting_waits(paths, name, &mut c, request) {
             Ok(Response::Credentials(creds)) => return Ok(creds),
             Ok(other) => bail!("unexpected reply to a credentials request: {other:?}"),
             Err(elhaz::Error::Remote(e)) if e.code == ErrorCode::MfaRequired && !prompted => {
+                let serial = e.mfa_serial.as_deref().unwrap_or("?");
+                if mfa_lock.is_none() {
+                    mfa_lock = Some(lock_mfa_device(paths, serial)?);
+                    // Another CLI may have prompted for this device meanwhile (we waited for
+                    // it, or it finished just before): its MFA session may serve us now.
+                    continue;
+                }
                 prompted = true;
-                code = Some(prompt_mfa(name, e.mfa_serial.as_deref().unwrap_or("?"))?);
+                code = Some(prompt_mfa(name, serial)?);
             }
             Err(e) => return Err(e.into()),
         }
     }
+    bail!("session {name:?} still asks for an MFA code after one was given")
 }
 
-/// Reads an MFA code from /dev/tty (stdout may be captured by an SDK, stderr piped).
+/// How long a CLI waits for another CLI's MFA prompt (a person typing a code).
+const MFA_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Takes the per-device MFA lock, waiting (bounded) while another CLI holds it.
+fn lock_mfa_device(paths: &Paths, serial: &str) -> Result<std::fs::File> {
+    use std::hash::{Hash, Hasher};
+    elhaz::paths::ensure_private_dir(&paths.run_dir)?;
+    let clean: String = serial
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serial.hash(&mut h);
+    let file = paths
+        .run_dir
+        .join(format!("mfa-{clean}-{:016x}.lock", h.finish()));
+    let f = config::open_private(&file)?;
+    let deadline = Instant::now() + MFA_LOCK_WAIT;
+    let mut waited = false;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow!(e).context(format!("cannot lock {}", file.display())));
+            }
+        }
+        if !waited && std::io::stderr().is_terminal() {
+            eprintln!(
+                "elhaz: another elhaz command is asking for the MFA code of {serial}; waiting for it"
+            );
+        }
+        waited = true;
+        if Instant::now() >= deadline {
+            bail!(
+                "another elhaz command has been asking for the MFA code of {serial} for {}s; \
+                 answer it, or stop it and try again ({} is its lock)",
+                MFA_LOCK_WAIT.as_secs(),
+                file.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How long a request may take before the CLI says what it is waiting for.
+const SLOW_NOTICE: Duration = Duration::from_secs(2);
+
+/// One request; when stderr is a terminal and the answer takes longer than [`SLOW_NOTICE`],
+/// prints a one-line "waiting for STS (endpoint)…" on stderr (never on stdout, which
+/// `credential-process` reserves for its JSON). Without a terminal nothing extra runs.
+fn call_noting_waits(
+    paths: &Paths,
+    name: &str,
+    c: &mut client::Client,
+    request: Request,
+) -> std::result::Result<Response, elhaz::Error> {
+    if !std::io::stderr().is_terminal() {
+        return c.call(request);
+    }
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let (configs, name_owned) = (paths.configs_dir.clone(), name.to_string());
+    let notice = std::thread::spawn(move || {
+        if wait.recv_timeout(SLOW_NOTICE) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            // Read off the hot path: only once the wait is already long.
+            let endpoint = sts_endpoint_of(&Store::new(configs), &name_owned);
+            eprintln!("elhaz: waiting for STS ({endpoint}) for session {name_owned}…");
+        }
+    });
+    let out = c.call(request);
+    let _ = done.send(());
+    let _ = notice.join();
+    out
+}
+
+/// The STS endpoint a session's config points at, as far as the CLI can tell.
+fn sts_endpoint_of(store: &Store, name: &str) -> String {
+    let Ok(cfg) = store.load(name, config::env_custom_endpoint()) else {
+        return "endpoint unknown".into();
+    };
+    if let Some(url) = cfg.endpoint_url() {
+        return url.to_string();
+    }
+    let region = cfg
+        .sts
+        .as_ref()
+        .and_then(|s| s.region.as_ref())
+        .or(cfg.region.as_ref())
+        .map(|r| r.0.clone());
+    match region {
+        Some(r) => format!("https://sts.{r}.amazonaws.com"),
+        None => "the daemon's default region".into(),
+    }
+}
+
+/// How many times a malformed MFA code is asked for again.
+const MFA_TRIES: usize = 3;
+
+/// Reads an MFA code from /dev/tty (stdout may be captured by an SDK, stderr piped). A code
+/// that is not 6 digits (spaces are ignored) is asked for again, up to [`MFA_TRIES`] times.
 fn prompt_mfa(name: &str, serial: &str) -> Result<String> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
@@ -81,11 +205,27 @@ fn prompt_mfa(name: &str, serial: &str) -> Result<String> {
             )
         })?;
     let mut w = &tty;
-    write!(w, "elhaz: MFA code for {serial} (session {name}): ")?;
-    w.flush()?;
-    let mut line = String::new();
-    std::io::BufReader::new(&tty).read_line(&mut line)?;
-    Ok(line.trim().to_string())
+    let mut reader = std::io::BufReader::new(&tty);
+    for attempt in 1..=MFA_TRIES {
+        write!(w, "elhaz: MFA code for {serial} (session {name}): ")?;
+        w.flush()?;
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("no MFA code entered for {serial} (session {name})");
+        }
+        let code: String = line.split_whitespace().collect();
+        if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(code);
+        }
+        if attempt < MFA_TRIES {
+            writeln!(
+                w,
+                "elhaz: an MFA code is 6 digits; try again ({} of {MFA_TRIES} tries left)",
+                MFA_TRIES - attempt
+            )?;
+        }
+    }
+    bail!("no valid MFA code for {serial} after {MFA_TRIES} tries: an MFA code is 6 digits")
 }
 
 #[derive(Serialize)]
@@ -361,6 +501,9 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
         println!("arn         {}", id.arn);
         println!("user id     {}", id.user_id);
         println!("expiration  {}", id.expiration);
+        if let Some(m) = &id.mfa_expiration {
+            println!("mfa expires {m}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -287,6 +287,9 @@ pub fn list(
         if let Some(w) = &s.warning {
             println!("    warning: {w}");
         }
+        if s.mfa_expiration.is_some() {
+            println!("    mfa session: {}", rel(&s.mfa_expiration, "expires in"));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

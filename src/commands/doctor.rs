@@ -3,6 +3,7 @@
 //! - paths: the configs, run and log directories (missing is fine), the socket, `elhaz.toml`
 //!   and every session config — owned by us, not accessible to others, valid;
 //! - daemon: reachable (never autostarted), same protocol and version as this CLI;
+//! - sessions (when a daemon answers): none of its cached sessions `failed` or `stale`;
 //! - keyring: the OS store answers (a lookup of a random entry must say "not found");
 //! - AWS profiles: every `credential_process` in the AWS config file that runs elhaz points at
 //!   an executable elhaz and at a session that has a valid config;
@@ -393,7 +394,8 @@ enum DaemonProbe {
     Unreachable(String),
     Mismatch(String),
     Failed(String),
-    Up(StatusInfo),
+    /// Up, with its cached sessions (`None`: the list request failed).
+    Up(StatusInfo, Option<Vec<elhaz::protocol::SessionInfo>>),
 }
 
 fn probe_daemon(paths: &Paths) -> DaemonProbe {
@@ -414,7 +416,13 @@ fn probe_daemon(paths: &Paths) -> DaemonProbe {
         Err(e) => return classify(e),
     }
     match client.call(Request::Status) {
-        Ok(Response::Status(s)) => DaemonProbe::Up(s),
+        Ok(Response::Status(s)) => {
+            let sessions = match client.call(Request::List) {
+                Ok(Response::Sessions { sessions }) => Some(sessions),
+                _ => None,
+            };
+            DaemonProbe::Up(s, sessions)
+        }
         Ok(other) => DaemonProbe::Failed(format!("unexpected reply to status: {other:?}")),
         Err(e) => classify(e),
     }
@@ -471,7 +479,7 @@ fn check_daemon(r: &mut Report, probe: std::thread::JoinHandle<DaemonProbe>) {
             m,
             "see `elhaz daemon logs`; restart it with `elhaz daemon stop`",
         ),
-        DaemonProbe::Up(s) => {
+        DaemonProbe::Up(s, sessions) => {
             let detail = format!(
                 "running (pid {}, elhaz {}, protocol {}, {} of {} sessions cached, up {}) on {}",
                 s.pid,
@@ -497,7 +505,51 @@ fn check_daemon(r: &mut Report, probe: std::thread::JoinHandle<DaemonProbe>) {
             } else {
                 r.ok("daemon", detail);
             }
+            if let Some(sessions) = &sessions {
+                check_sessions(r, sessions);
+            }
         }
+    }
+}
+
+/// Sessions the daemon holds in `failed` (no valid credentials, last attempt failed) or
+/// `stale` (serving still-valid credentials while refreshes fail) state.
+fn check_sessions(r: &mut Report, sessions: &[elhaz::protocol::SessionInfo]) {
+    let describe = |state: &str| -> Vec<String> {
+        sessions
+            .iter()
+            .filter(|s| s.state == state)
+            .map(|s| match &s.last_error {
+                Some(e) => format!("{} ({e})", s.name),
+                None => s.name.clone(),
+            })
+            .collect()
+    };
+    let (failed, stale) = (describe("failed"), describe("stale"));
+    if !failed.is_empty() {
+        r.fail(
+            "sessions",
+            format!("{} failed: {}", failed.len(), failed.join("; ")),
+            "fix the cause named in the error (config, source, STS endpoint), then retry with \
+             `elhaz whoami NAME`; `elhaz daemon list` shows every session",
+        );
+    }
+    if !stale.is_empty() {
+        r.warn(
+            "sessions",
+            format!(
+                "{} stale (still-valid credentials, refreshes failing): {}",
+                stale.len(),
+                stale.join("; ")
+            ),
+            "the daemon keeps retrying with backoff; `elhaz daemon logs` shows why",
+        );
+    }
+    if failed.is_empty() && stale.is_empty() {
+        r.ok(
+            "sessions",
+            format!("{} cached, none failed or stale", sessions.len()),
+        );
     }
 }
 

@@ -46,7 +46,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Config(cmd) => match cmd {
             ConfigCmd::Add(args) => config::add(&paths, *args),
-            ConfigCmd::Remove { name, yes } => config::remove(&paths, &name, yes),
+            ConfigCmd::Remove {
+                name,
+                yes,
+                remove_profile,
+                keep_profile,
+            } => {
+                let profile = match (remove_profile, keep_profile) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                };
+                config::remove(&paths, &name, yes, profile)
+            }
             ConfigCmd::List { json } => config::list(&paths, json),
             ConfigCmd::Show { name, json } => config::show(&paths, &name, json),
             ConfigCmd::Edit { name } => config::edit(&paths, &name),

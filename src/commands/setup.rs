@@ -146,6 +146,110 @@ pub fn profile_value(text: &str, profile: &str, key: &str) -> Option<String> {
     None
 }
 
+/// Profiles of an AWS config text whose `credential_process` runs `elhaz credential-process
+/// NAME` (what `setup aws-profile NAME` writes, under any profile name).
+pub fn profiles_running(text: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for l in text.lines() {
+        if l.trim_start().starts_with('[') {
+            current = header_name(l);
+        } else if let Some(p) = &current
+            && key_of(l).as_deref() == Some("credential_process")
+            && let Some((_, cmd)) = l.split_once('=')
+            && elhaz::daemon::selfref::calls_elhaz(cmd.trim())
+            && names_session(cmd, name)
+            && !out.contains(p)
+        {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// Whether an elhaz command line asks for session `name` (`NAME`, `-n NAME`, `--name NAME`).
+fn names_session(cmd: &str, name: &str) -> bool {
+    let words: Vec<&str> = cmd
+        .split_whitespace()
+        .map(|w| w.trim_matches(['"', '\'']))
+        .collect();
+    words
+        .iter()
+        .skip(1)
+        .any(|w| *w == name || *w == format!("--name={name}"))
+}
+
+/// The text without the stanzas of `profiles` (header to the next header).
+pub fn remove_stanzas(text: &str, profiles: &[String]) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for l in text.split_inclusive('\n') {
+        if l.trim_start().starts_with('[') {
+            skipping = header_name(l).is_some_and(|p| profiles.contains(&p));
+        }
+        if !skipping {
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+/// `config remove`'s offer: the AWS profiles that run session `name` are removed when
+/// `decision` is `Some(true)` or the user says yes on a terminal; kept (with a note) otherwise.
+pub fn offer_profile_removal(name: &str, decision: Option<bool>) -> Result<()> {
+    use std::io::IsTerminal;
+    let Ok(file) = aws_config_file() else {
+        return Ok(());
+    };
+    let file = std::fs::canonicalize(&file).unwrap_or(file);
+    let Ok(old) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let profiles = profiles_running(&old, name);
+    if profiles.is_empty() {
+        return Ok(());
+    }
+    let list = profiles
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let remove = match decision {
+        Some(d) => d,
+        None if std::io::stdin().is_terminal() => super::confirm(&format!(
+            "Also remove AWS profile {list} from {} (it runs `elhaz credential-process {name}`)?",
+            file.display()
+        ))?,
+        None => false,
+    };
+    if !remove {
+        println!(
+            "kept AWS profile {list} in {}: it still runs `elhaz credential-process {name}`, \
+             which now fails; remove that stanza by hand (`config remove --remove-profile` does it)",
+            file.display()
+        );
+        return Ok(());
+    }
+    let new = remove_stanzas(&old, &profiles);
+    let backup = PathBuf::from(format!("{}.elhaz.bak", file.display()));
+    elhaz::config::atomic_write(&backup, old.as_bytes())?;
+    let mode = std::fs::metadata(&file).ok().map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode()
+    });
+    elhaz::config::atomic_write(&file, new.as_bytes())?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+    }
+    println!(
+        "removed AWS profile {list} from {} (previous file saved as {})",
+        file.display(),
+        backup.display()
+    );
+    Ok(())
+}
+
 pub fn aws_profile(
     paths: &elhaz::paths::Paths,
     name: &str,
@@ -231,6 +335,17 @@ pub fn aws_profile(
 #[cfg(test)]
 mod tests {
     use super::edit_config;
+
+    #[test]
+    fn finds_and_removes_the_profiles_running_a_session() {
+        let text = "[default]\nregion = x\n\n[profile dev]\ncredential_process = /bin/elhaz credential-process dev\nregion = y\n\n[profile devops]\ncredential_process = /bin/elhaz credential-process devops\n";
+        let found = super::profiles_running(text, "dev");
+        assert_eq!(found, ["dev"]);
+        assert_eq!(
+            super::remove_stanzas(text, &found),
+            "[default]\nregion = x\n\n[profile devops]\ncredential_process = /bin/elhaz credential-process devops\n"
+        );
+    }
 
     const LINE: &str = "credential_process = /bin/elhaz credential-process dev";
 

@@ -5,6 +5,9 @@
 //!
 //! 1. (detached only) fork before any thread exists; the parent exits, the child calls
 //!    `setsid`. The CLI that spawned us holds the read end of our stderr pipe and waits for EOF.
+//!    Then, still single-threaded, drop from the environment what elhaz itself put there
+//!    (`ELHAZ_SESSION`, a generated `AWS_CONFIG_FILE`, `AWS_PROFILE=elhaz-…`, …; see
+//!    [`selfref`](super::selfref)), so a daemon started inside `elhaz shell` never calls itself.
 //! 2. umask 077 for the whole daemon: every file we create is private, whatever the caller's
 //!    umask.
 //! 3. Take an exclusive `flock` on `run/elhaz.lock`. Held → another daemon owns this run dir:
@@ -210,11 +213,20 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     if detached {
         detach()?;
     }
+    // SAFETY: as for `detach`: nothing has started a thread yet (no runtime, no log writer),
+    // so no other thread can read the environment while it changes.
+    let scrubbed = unsafe { super::selfref::scrub_environment(&paths.run_dir) };
     // SAFETY-free but process-wide: from here on every file the daemon creates is private.
     umask(Mode::from_bits_truncate(0o077));
     let settings = Settings::load(&paths.settings_file)?;
     // Logging first, so that lock and stale-socket decisions are in the log too.
     let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
+    if !scrubbed.is_empty() {
+        tracing::info!(
+            variables = scrubbed.join(","),
+            "ignoring what elhaz put into the environment it was started from"
+        );
+    }
     let mut paths = paths.clone();
     let shared = options
         .shared

@@ -22,6 +22,15 @@
 //!   immune to wall-clock jumps, and testable under `tokio::time::pause`.
 //! - Eviction (LRU overflow, `daemon remove`, shutdown) cancels the session's token — ending
 //!   its refresher — and drops its credentials at once.
+//! - Config edits take effect at the next request: each request `stat`s the session's config
+//!   file (device, inode, size, mtime, ctime — about a microsecond, no read, no parse) and
+//!   compares that stamp with the one it loaded. On a change the file is re-read: the same
+//!   config apart from `description` keeps the session and its credentials; any other change
+//!   replaces the session (old credentials dropped, refresher cancelled); a removed file evicts
+//!   it. A watcher (inotify) would notice edits without a request, but needs a thread and
+//!   per-directory state, and gains little: a config only matters when a request uses it (a
+//!   background refresh between an edit and the next request still uses the old config).
+//!   Sessions chained from an edited one keep their credentials until their own next refresh.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +91,94 @@ fn serve_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(10))
 }
 
+/// A cached failure, saying so: when the attempt was and when the next one is due.
+fn cached_failure(e: &WireError, ago: Duration, retry_in: Option<Duration>) -> WireError {
+    let mut w = e.clone();
+    let next = match retry_in {
+        Some(d) => format!("retrying in {}", secs(d)),
+        None => format!(
+            "a request after {} retries",
+            secs(NEGATIVE_TTL.saturating_sub(ago))
+        ),
+    };
+    w.message = format!("{} (last attempt {} ago; {next})", e.message, secs(ago));
+    w
+}
+
+/// `3 s`, or `0.4 s` below ten seconds.
+fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
+/// The STS endpoint a config calls, for messages: its `endpoint_url`, else the daemon's
+/// `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL`, else the regional endpoint of its (STS) region;
+/// without one, the daemon's default region decides.
+fn sts_endpoint(config: &SessionConfig) -> String {
+    if let Some(url) = config.endpoint_url() {
+        return url.to_string();
+    }
+    // The SDK's own override, from the daemon's environment.
+    if let Some(url) = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+    {
+        return url;
+    }
+    match config
+        .sts
+        .as_ref()
+        .and_then(|s| s.region.as_ref())
+        .or(config.region.as_ref())
+    {
+        Some(r) => format!("https://sts.{}.amazonaws.com", r.0),
+        None => "the STS endpoint of the daemon's default region".into(),
+    }
+}
+
+/// Prefixes an STS failure with the session and the endpoint, so a message in a log or a
+/// terminal says which call failed where. Other failures (MFA, sources) already name theirs.
+fn explain(mut e: WireError, name: &str, endpoint: &str) -> WireError {
+    if matches!(
+        e.code,
+        ErrorCode::AccessDenied
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::Throttled
+            | ErrorCode::Unavailable
+            | ErrorCode::UpstreamError
+    ) {
+        e.message = format!("session {name:?} (STS {endpoint}): {}", e.message);
+    }
+    e
+}
+
+/// A cheap fingerprint of a config file's `stat` (device, inode, size, mtime and ctime, to
+/// the nanosecond); `None` if it cannot be stat'ed. `Store::write` renames a new file into
+/// place, so every write changes the inode; an in-place edit changes mtime/ctime.
+fn stamp(file: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(file).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+    (m.ctime(), m.ctime_nsec()).hash(&mut h);
+    // 0 means "unknown" in `Session::stamp`.
+    Some(h.finish().max(1))
+}
+
+/// Whether two configs obtain the same credentials: everything but `description` matters
+/// (the region is served with the credentials, so it counts too).
+fn same_identity(a: &SessionConfig, b: &SessionConfig) -> bool {
+    let strip = |c: &SessionConfig| SessionConfig {
+        description: None,
+        ..c.clone()
+    };
+    strip(a) == strip(b)
+}
+
 #[derive(Debug)]
 struct Held {
     creds: Arc<Credentials>,
@@ -122,6 +219,8 @@ pub struct Session {
     hits: AtomicU64,
     sts_calls: AtomicU64,
     warning: Option<String>,
+    /// [`stamp`] of the config file this session was loaded from.
+    stamp: AtomicU64,
 }
 
 impl Session {
@@ -159,6 +258,7 @@ impl Session {
                 (Some(w), Some(n)) => Some(format!("{w}; {n}")),
                 (w, n) => w.clone().or_else(|| n.clone()),
             },
+            mfa_expiration: None,
         }
     }
 
@@ -234,7 +334,14 @@ impl Sessions {
     pub fn list(&self) -> Vec<SessionInfo> {
         let sessions: Vec<Arc<Session>> =
             self.engine.lock().iter().map(|(_, s)| s.clone()).collect();
-        sessions.iter().map(|s| s.info()).collect()
+        sessions
+            .iter()
+            .map(|s| {
+                let mut info = s.info();
+                info.mfa_expiration = self.engine.mfa_expiration(s, info.expiration.as_ref());
+                info
+            })
+            .collect()
     }
 
     /// Names of the cached sessions, most recently used first.
@@ -300,10 +407,15 @@ impl Sessions {
             .engine
             .credentials_of(&session, mfa_code.map(Into::into))
             .await?;
-        self.engine
+        let mut id = self
+            .engine
             .fetcher
             .whoami(session.config.clone(), held.creds.clone())
-            .await
+            .await?;
+        id.mfa_expiration = self
+            .engine
+            .mfa_expiration(&session, Some(&rfc3339(held.creds.expiration)));
+        Ok(id)
     }
 }
 
@@ -313,21 +425,41 @@ impl Engine {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached session `name`, loading its config if it is not cached. With `reload`, a
-    /// cached session whose config file changed is replaced.
+    /// The cached session `name`, loading its config if it is not cached. A cached session
+    /// whose config file changed on disk (its [`stamp`] differs) is re-read: an identical
+    /// config (ignoring `description`) keeps the session and its credentials, any other
+    /// change replaces it, and a removed file evicts it. With `reload`, the file is re-read
+    /// even when its stamp is unchanged.
     fn load(self: &Arc<Self>, name: &str, reload: bool) -> Result<Arc<Session>, WireError> {
         crate::config::validate_name(name).map_err(|e| e.to_wire())?;
-        if !reload && let Some(s) = self.lock().get(name) {
+        let file = self.store.file(name);
+        let stamp = stamp(&file);
+        if !reload
+            && let Some(s) = self.lock().get(name)
+            && stamp.is_some_and(|st| st == s.stamp.load(Ordering::Relaxed))
+        {
             return Ok(s.clone());
         }
         // File I/O happens outside the cache lock.
         let custom = crate::config::env_custom_endpoint();
-        let config = self.store.load(name, custom).map_err(|e| e.to_wire())?;
+        let config = match self.store.load(name, custom) {
+            Ok(c) => c,
+            Err(e) => {
+                let w = e.to_wire();
+                if w.code == ErrorCode::NotFound && self.evict(name) {
+                    tracing::info!(session = name, "session removed: its config file is gone");
+                }
+                return Err(w);
+            }
+        };
         self.check_chain(name, &config, custom)?;
+        crate::daemon::selfref::check_source(name, &config)?;
+        let stamp = stamp.unwrap_or(0);
         let mut cache = self.lock();
         if let Some(existing) = cache.get(name)
-            && (!reload || *existing.config == config)
+            && same_identity(&existing.config, &config)
         {
+            existing.stamp.store(stamp, Ordering::Relaxed);
             return Ok(existing.clone());
         }
         let window = self.refresh_window.as_secs();
@@ -340,13 +472,17 @@ impl Engine {
             cancel: self.shutdown.child_token(),
             hits: AtomicU64::new(0),
             sts_calls: AtomicU64::new(0),
+            stamp: AtomicU64::new(stamp),
         });
         let replaced = cache.pop(name);
         let evicted = cache.push(name.to_string(), session.clone());
         drop(cache);
         if let Some(old) = replaced {
             old.retire();
-            tracing::info!(session = name, "session reloaded: its config changed");
+            tracing::info!(
+                session = name,
+                "session reloaded: its config changed; cached credentials dropped"
+            );
         }
         if let Some((old_name, old)) = evicted {
             old.retire();
@@ -359,6 +495,26 @@ impl Engine {
         );
         tokio::spawn(refresher(self.clone(), session.clone()));
         Ok(session)
+    }
+
+    /// When `session`'s MFA session ends: the shared one its role is assumed from, or — for a
+    /// GetSessionToken session with `[mfa]` — its own credentials' `expiration`.
+    fn mfa_expiration(&self, session: &Session, expiration: Option<&String>) -> Option<String> {
+        let config = &session.config;
+        config.mfa.as_ref()?;
+        if config.role.is_none() {
+            return expiration.cloned();
+        }
+        self.fetcher.mfa_expiration(config).map(rfc3339)
+    }
+
+    /// Evicts `name` if cached; whether it was.
+    fn evict(&self, name: &str) -> bool {
+        let popped = self.lock().pop(name);
+        if let Some(s) = &popped {
+            s.retire();
+        }
+        popped.is_some()
     }
 
     /// Rejects chains that loop or run too deep (a loop would wait on itself).
@@ -413,12 +569,18 @@ impl Engine {
                 }
                 // Negative cache: a fresh failure is answered from memory, unless this request
                 // brings the MFA code the failure asked for.
+                // A "needs a code" answer is never cached: asking again costs no STS call, and
+                // another client's code may have created the MFA session meanwhile.
                 if inner.inflight.is_none()
                     && let (Some(e), Some(at)) = (&inner.last_error, inner.failed_at)
                     && now < at + NEGATIVE_TTL
-                    && !(e.code == ErrorCode::MfaRequired && code.is_some())
+                    && e.code != ErrorCode::MfaRequired
                 {
-                    return Err(e.clone());
+                    return Err(cached_failure(
+                        e,
+                        now - at,
+                        inner.next_refresh.map(|t| t - now),
+                    ));
                 }
                 match &inner.inflight {
                     Some(f) => f.clone(),
@@ -557,6 +719,7 @@ impl Engine {
             _ => None,
         };
         session.sts_calls.fetch_add(1, Ordering::Relaxed);
+        let endpoint = sts_endpoint(&config);
         self.fetcher
             .fetch(FetchRequest {
                 name: session.name.clone(),
@@ -566,6 +729,7 @@ impl Engine {
                 mfa_code,
             })
             .await
+            .map_err(|e| explain(e, &session.name, &endpoint))
     }
 
     /// Long-term keys for a keyring source: read once per session load, then kept.

@@ -8,6 +8,7 @@ mod util;
 mod bench_smoke;
 mod config_store;
 mod consumers;
+mod daily;
 mod doc_examples;
 mod docs;
 mod engine;

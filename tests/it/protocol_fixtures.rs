@@ -207,6 +207,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             hits: 17,
                             sts_calls: 2,
                             warning: None,
+                            mfa_expiration: None,
                         },
                         SessionInfo {
                             name: "ci".into(),
@@ -224,6 +225,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             warning: Some(
                                 "credentials last 15m and are refreshed 5m before expiry".into(),
                             ),
+                            mfa_expiration: None,
                         },
                     ],
                     more: false,
@@ -275,6 +277,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                         hits: 0,
                         sts_calls: 0,
                         warning: None,
+                        mfa_expiration: None,
                     },
                 },
             ),
@@ -306,6 +309,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                     arn: "arn:aws:sts::123456789012:assumed-role/dev/elhaz-alice".into(),
                     user_id: "AROA3XFRBF535PLBIFPI4:elhaz-alice".into(),
                     expiration: "2026-01-01T13:00:00Z".into(),
+                    mfa_expiration: None,
                 }),
             ),
         ),
@@ -426,6 +430,7 @@ const ALL_CODES: &[ErrorCode] = &[
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
     ErrorCode::Unknown,
+    ErrorCode::SelfReference,
 ];
 fn code_index(c: ErrorCode) -> usize {
     match c {
@@ -450,6 +455,7 @@ fn code_index(c: ErrorCode) -> usize {
         ErrorCode::ShuttingDown => 18,
         ErrorCode::Internal => 19,
         ErrorCode::Unknown => 20,
+        ErrorCode::SelfReference => 21,
     }
 }
 
