@@ -210,8 +210,12 @@ fn tell_daemon(
     let Ok(Some(mut c)) = elhaz::client::connect_existing(paths) else {
         return;
     };
-    let cached = match c.call(Request::List) {
-        Ok(Response::Sessions { sessions }) => sessions.iter().any(|s| s.name == name),
+    // A valid name has no glob characters, so as a pattern it matches itself only.
+    let cached = match c.call(Request::List {
+        state: None,
+        pattern: Some(name.to_string()),
+    }) {
+        Ok(Response::Sessions { sessions, .. }) => sessions.iter().any(|s| s.name == name),
         _ => return,
     };
     if !cached {

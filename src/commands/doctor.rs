@@ -417,8 +417,11 @@ fn probe_daemon(paths: &Paths) -> DaemonProbe {
     }
     match client.call(Request::Status) {
         Ok(Response::Status(s)) => {
-            let sessions = match client.call(Request::List) {
-                Ok(Response::Sessions { sessions }) => Some(sessions),
+            let sessions = match client.call(Request::List {
+                state: None,
+                pattern: None,
+            }) {
+                Ok(Response::Sessions { sessions, .. }) => Some(sessions),
                 _ => None,
             };
             DaemonProbe::Up(s, sessions)

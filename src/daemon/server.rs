@@ -388,6 +388,7 @@ mod tests {
             hits: i as u64,
             sts_calls: 1,
             warning: None,
+            mfa_expiration: None,
         }
     }
 

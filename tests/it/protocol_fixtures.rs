@@ -257,6 +257,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                         hits: 0,
                         sts_calls: 1,
                         warning: None,
+                        mfa_expiration: None,
                     }],
                     more: true,
                 },
