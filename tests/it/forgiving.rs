@@ -187,7 +187,7 @@ fn config_errors_never_quote_the_value() {
         format!(
             "[role]\narn = \"arn:aws:iam::123456789012:role/x\"\nexternal_id = \"!!{SECRET}\"\n"
         ),
-        format!("[mfa]\nserial = {}\n", q(SECRET)),
+        format!("[mfa]\nserial = \"!{SECRET}\"\n"),
         format!("[sts]\nendpoint_url = {}\n", q(SECRET)),
         format!("description = [{}]\n", q(SECRET)),
         format!(
