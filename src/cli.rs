@@ -192,7 +192,7 @@ pub enum Command {
     #[command(after_help = CREDENTIAL_PROCESS_EXAMPLES)]
     CredentialProcess(NameArg),
     /// Run a command with the session's credentials in its environment.
-    #[command(after_help = EXEC_EXAMPLES)]
+    #[command(after_help = EXEC_EXAMPLES, arg_required_else_help = true)]
     Exec(ExecArgs),
     /// Print the session's credentials (env lines, JSON or credential_process JSON).
     Export {
@@ -710,6 +710,8 @@ mod tests {
             (None, v(&["env", "-i"]))
         );
         assert_eq!(exec_parts(&["elhaz", "exec", "dev"]), (dev, vec![]));
+        // Bare `elhaz exec` is a usage error showing the help (as it was with CMD required).
+        assert!(Cli::try_parse_from(["elhaz", "exec"]).is_err());
     }
 
     #[test]
