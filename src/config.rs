@@ -18,8 +18,8 @@
 //! `invalid_value` and `unknown_field` hooks (structured data, no message parsing) to report
 //! the kind of value found, the field path and the position. The same deserializer reports
 //! every problem in a file rather than the first: after an error it leaves the offending key
-//! out and deserializes again (at most `MAX_PROBLEMS` times; configs are small, so the
-//! quadratic worst case is a few milliseconds). Cross-field rules are also collected, but run
+//! out and deserializes again (at most twice `MAX_PROBLEMS` attempts over a file of at most
+//! 64 KiB: cheap, and bounded for hostile input). Cross-field rules are also collected, but run
 //! only once every field parsed (a rule about a field that failed would mislead). A TOML
 //! syntax error ends parsing and is reported alone.
 //!
