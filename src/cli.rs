@@ -61,9 +61,9 @@ Examples:
 const EXEC_EXAMPLES: &str = "\
 Examples:
   elhaz exec dev -- aws s3 ls
-  elhaz exec dev aws s3 ls --region eu-west-1   # without `--`: everything after NAME is the command
+  elhaz exec dev aws s3 ls --region eu-west-1     # without `--`: all after NAME is the command
   elhaz exec --refreshing dev -- terraform apply  # long-running: credentials refresh in the child
-  elhaz exec -n dev -- env                         # with -n/--name, `--` is required";
+  elhaz exec -n dev -- env                        # with -n/--name, `--` is required";
 
 const CREDENTIAL_PROCESS_EXAMPLES: &str = "\
 Examples:
@@ -92,40 +92,39 @@ Examples:
 
 /// `elhaz help config` / `elhaz config --help`: the session config schema, so a `cargo
 /// install` user (who has no docs/ directory) can look fields up from the binary.
-const CONFIG_SCHEMA: &str = "\
-Session configs are TOML files, one per session: configs/NAME.toml (see `elhaz paths`).
-Every field is optional; unknown fields are errors. Durations are seconds or strings such
-as \"1h\", \"90m\", \"1h 30m\".
+const CONFIG_SCHEMA: &str = r#"Session configs are TOML files, one per session: configs/NAME.toml (see `elhaz paths`).
+Every field is optional unless marked; unknown fields are errors. Durations are seconds or
+strings such as "1h", "90m", "1h 30m".
 
-  description = \"…\"          free text shown by `config list`
-  region = \"eu-west-1\"       exported as AWS_REGION; STS's region unless [sts] sets one
-  duration = \"1h\"            credential lifetime (role: 15m..12h; GetSessionToken: 15m..36h)
+  description = "..."          free text shown by `config list`
+  region = "eu-west-1"         exported as AWS_REGION; STS's region unless [sts] sets one
+  duration = "1h"              lifetime (role: 15m..12h; GetSessionToken: 15m..36h)
   # the credential source, at most one (default: the daemon's AWS default chain):
-  profile = \"corp\"           an AWS shared-config profile
-  session = \"base\"           another elhaz session (role chaining; needs [role])
-  keyring = \"ENTRY\"          long-term keys stored with `elhaz keyring set ENTRY`
+  profile = "corp"             an AWS shared-config profile
+  session = "base"             another elhaz session (role chaining; needs [role])
+  keyring = "ENTRY"            long-term keys stored with `elhaz keyring set ENTRY`
 
   [role]                       AssumeRole; without it the session uses GetSessionToken
-  arn = \"arn:aws:iam::123456789012:role/NAME\"   (required)
-  session_name, external_id, source_identity = \"…\"
-  policy = '{…}'               inline session policy (JSON)
-  policy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]
-  tags = { team = \"infra\" }   transitive_tag_keys = [\"team\"]
+  arn = "arn:aws:iam::123456789012:role/NAME"                  (required)
+  session_name = "...", external_id = "...", source_identity = "..."
+  policy = '{...}'             an inline session policy (JSON)
+  policy_arns = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+  tags = { team = "infra" }    session tags; transitive_tag_keys = ["team"]
 
   [web_identity]               AssumeRoleWithWebIdentity of [role]
-  token_file = \"/path/to/token\"
+  token_file = "/path/to/token"
 
   [mfa]
-  serial = \"arn:aws:iam::123456789012:mfa/NAME\"   (required)
-  command = [\"ykman\", \"oath\", \"accounts\", \"code\", \"-s\", \"aws\"]  (else the CLI prompts)
-  command_timeout = \"30s\"    session_duration = \"12h\"
+  serial = "arn:aws:iam::123456789012:mfa/NAME"                (required)
+  command = ["ykman", "oath", "accounts", "code", "-s", "aws"] (else the CLI prompts)
+  command_timeout = "30s", session_duration = "12h"
 
   [sts]
-  endpoint_url = \"https://…\" (lifts AWS's duration limits)   region = \"…\"
+  endpoint_url = "https://..." a custom STS (lifts AWS's duration limits); region = "..."
 
-Errors name the file, line, column and field (never the value) and are all reported at once.
-The full reference, with elhaz.toml's global settings, is docs/configuration.md in the
-source repository.";
+Errors name the file, line, column and field (never the value), all at once. The full
+reference, with elhaz.toml's global settings, is docs/configuration.md in the source
+repository."#;
 
 /// A credential-refreshing session authority for AWS.
 #[derive(Debug, Parser)]
