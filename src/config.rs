@@ -237,7 +237,7 @@ checked_string!(
 
 fn check_session_ref(s: &str) -> Result<(), String> {
     validate_name(s).map_err(|_| {
-        "invalid session name: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.' or '-')"
+        "invalid session name: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.')"
             .to_string()
     })
 }
