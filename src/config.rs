@@ -5,10 +5,23 @@
 //! keys live in the OS keyring and are referenced by entry name.
 //!
 //! Validation happens in two layers. Field-local rules (ARN shapes, name charsets, durations
-//! that parse) run during deserialization, so `toml` reports them with the exact span. Rules
-//! that depend on several fields or on the environment (duration limits, which only apply
-//! against real AWS STS; one source at most) run afterwards and are located by walking the
-//! spanned document, so every error still names file, line, column and field.
+//! that parse) run during deserialization. Rules that depend on several fields or on the
+//! environment (duration limits, which only apply against real AWS STS; one source at most)
+//! run afterwards and are located by walking the spanned document, so every error still names
+//! file, line, column and field.
+//!
+//! Errors never quote a value: a secret pasted into the wrong field must not reach a terminal,
+//! a log or (in shared mode) another uid's client. That is why deserialization does not go
+//! through `toml::from_str` — serde's type errors embed the value (`invalid type: string
+//! "…"`) and toml quotes the offending line — but through a small deserializer over toml's
+//! spanned document (`redacting`) whose error type overrides serde's `invalid_type`,
+//! `invalid_value` and `unknown_field` hooks (structured data, no message parsing) to report
+//! the kind of value found, the field path and the position. The same deserializer reports
+//! every problem in a file rather than the first: after an error it leaves the offending key
+//! out and deserializes again (at most twice `MAX_PROBLEMS` attempts over a file of at most
+//! 64 KiB: cheap, and bounded for hostile input). Cross-field rules are also collected, but run
+//! only once every field parsed (a rule about a field that failed would mislead). A TOML
+//! syntax error ends parsing and is reported alone.
 //!
 //! Writes are atomic: a temp file in the same directory (created 0600), `fsync`, `rename`,
 //! `fsync` of the directory — all under an exclusive `flock` on `configs/.lock`, so concurrent
@@ -52,6 +65,47 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// The candidate closest to `input` by edit distance, if it is close enough to be a likely
+/// typo (at most a third of the longer name's length, and at least one edit): the "did you
+/// mean …?" of session names and config fields.
+pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    /// Edit distance counting a swap of two neighbours as one edit (optimal string alignment).
+    fn distance(a: &str, b: &str) -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for (i, row) in d.iter_mut().enumerate() {
+            row[0] = i;
+        }
+        for (j, cell) in d[0].iter_mut().enumerate() {
+            *cell = j;
+        }
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (d[i - 1][j] + 1)
+                    .min(d[i][j - 1] + 1)
+                    .min(d[i - 1][j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[i - 2][j - 2] + 1);
+                }
+                d[i][j] = best;
+            }
+        }
+        d[a.len()][b.len()]
+    }
+    // Names are at most 64 characters; a longer input is not a typo of one.
+    if input.len() > 128 {
+        return None;
+    }
+    candidates
+        .into_iter()
+        .filter(|c| *c != input)
+        .map(|c| (distance(&input.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (input.chars().count().max(c.chars().count()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// A duration in whole seconds, written in TOML as an integer (`3600`) or a string (`"1h"`,
 /// `"90m"`, `"1h 30m"`, `"3600"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,10 +125,11 @@ impl std::str::FromStr for Secs {
         if let Ok(n) = s.parse::<u64>() {
             return Ok(Secs(n));
         }
+        // The value is not quoted back (see the module docs on config errors).
         let d = humantime::parse_duration(s)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); use seconds or e.g. 1h, 90m"))?;
+            .map_err(|_| "invalid duration; use seconds or e.g. 1h, 90m, 1h 30m".to_string())?;
         if d.subsec_nanos() != 0 {
-            return Err(format!("invalid duration {s:?}: use whole seconds"));
+            return Err("invalid duration: use whole seconds".into());
         }
         Ok(Secs(d.as_secs()))
     }
@@ -94,19 +149,25 @@ impl Serialize for Secs {
 
 impl<'de> Deserialize<'de> for Secs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Secs, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration: seconds, or a string such as \"1h\" or \"90m\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Secs, E> {
+                Ok(Secs(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Secs, E> {
+                u64::try_from(n)
+                    .map(Secs)
+                    .map_err(|_| E::custom("duration must not be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Secs, E> {
+                s.parse().map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) if n >= 0 => Ok(Secs(n as u64)),
-            Raw::Int(n) => Err(serde::de::Error::custom(format!(
-                "duration must not be negative (got {n})"
-            ))),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -175,7 +236,10 @@ checked_string!(
 );
 
 fn check_session_ref(s: &str) -> Result<(), String> {
-    validate_name(s).map_err(|e| e.to_string())
+    validate_name(s).map_err(|_| {
+        "invalid session name: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.')"
+            .to_string()
+    })
 }
 
 fn check_region(s: &str) -> Result<(), String> {
@@ -186,7 +250,7 @@ fn check_region(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid region {s:?}; expected e.g. us-east-1"))
+        Err("invalid region; expected e.g. us-east-1".into())
     }
 }
 
@@ -211,14 +275,14 @@ fn is_account(s: &str) -> bool {
 fn iam_arn(s: &str, kind: &str, aws_owned_ok: bool) -> Result<(), String> {
     let example = format!("arn:aws:iam::123456789012:{kind}/NAME");
     let Some([_, _, service, region, account, resource]) = arn_parts(s) else {
-        return Err(format!("invalid {kind} ARN {s:?}; expected {example}"));
+        return Err(format!("invalid {kind} ARN; expected {example}"));
     };
     let account_ok = is_account(account) || (aws_owned_ok && account == "aws");
     let name = resource
         .strip_prefix(kind)
         .and_then(|r| r.strip_prefix('/'));
     if service != "iam" || !region.is_empty() || !account_ok || name.is_none_or(str::is_empty) {
-        return Err(format!("invalid {kind} ARN {s:?}; expected {example}"));
+        return Err(format!("invalid {kind} ARN; expected {example}"));
     }
     Ok(())
 }
@@ -241,9 +305,10 @@ fn check_mfa_serial(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid MFA serial {s:?}; expected arn:aws:iam::123456789012:mfa/NAME or a hardware token serial"
-        ))
+        Err(
+            "invalid MFA serial; expected arn:aws:iam::123456789012:mfa/NAME or a hardware token serial"
+                .into(),
+        )
     }
 }
 
@@ -256,7 +321,7 @@ fn sts_word(s: &str, what: &str, min: usize, max: usize, extra: &[u8]) -> Result
         Ok(())
     } else {
         Err(format!(
-            "invalid {what} {s:?}: {min} to {max} characters from A-Z a-z 0-9 _ + = , . @ -{}",
+            "invalid {what}: {min} to {max} characters from A-Z a-z 0-9 _ + = , . @ -{}",
             if extra.is_empty() { "" } else { " : /" }
         ))
     }
@@ -460,13 +525,21 @@ pub struct FieldError {
 }
 
 impl SessionConfig {
-    /// Parses and validates a config. `file` is used in messages only.
+    /// Parses and validates a config. `file` is used in messages only. Every field problem
+    /// is reported (not only the first); cross-field rules run once every field parses.
     pub fn parse(src: &str, file: &Path, custom_endpoint: bool) -> Result<SessionConfig, Error> {
-        let cfg: SessionConfig = toml::from_str(src).map_err(|e| toml_error(file, src, &e))?;
-        if let Err(fe) = cfg.validate(custom_endpoint) {
-            return Err(located_error(file, src, &fe));
+        let (cfg, problems) = redacting::deserialize_all::<SessionConfig>(src);
+        match cfg {
+            Some(cfg) if problems.is_empty() => match cfg.validate(custom_endpoint) {
+                Ok(()) => Ok(cfg),
+                Err(errs) => Err(invalid(
+                    file,
+                    src,
+                    errs.iter().map(|e| locate(src, e)).collect(),
+                )),
+            },
+            _ => Err(invalid(file, src, problems)),
         }
-        Ok(cfg)
     }
 
     /// Serializes to TOML.
@@ -513,8 +586,10 @@ impl SessionConfig {
 
     /// Cross-field and environment-dependent rules. `custom_endpoint` lifts AWS's duration
     /// limits (a custom STS has its own, and its errors pass through).
-    pub fn validate(&self, custom_endpoint: bool) -> Result<(), FieldError> {
-        let err = |field: &'static str, message: String| Err(FieldError { field, message });
+    pub fn validate(&self, custom_endpoint: bool) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let mut err =
+            |field: &'static str, message: String| errs.push(FieldError { field, message });
         let sources: Vec<&'static str> = [
             ("profile", self.profile.is_some()),
             ("session", self.session.is_some()),
@@ -525,7 +600,7 @@ impl SessionConfig {
         .filter_map(|(n, set)| set.then_some(n))
         .collect();
         if sources.len() > 1 {
-            return err(
+            err(
                 sources[1],
                 format!(
                     "set at most one credential source; found {}",
@@ -536,25 +611,25 @@ impl SessionConfig {
         if let Some(p) = &self.profile
             && p.trim().is_empty()
         {
-            return err("profile", "profile name is empty".into());
+            err("profile", "profile name is empty".into());
         }
         if let Some(k) = &self.keyring
             && (k.trim().is_empty() || k.len() > 128)
         {
-            return err(
+            err(
                 "keyring",
                 "keyring entry must be 1 to 128 characters".into(),
             );
         }
         if self.role.is_none() {
             if self.web_identity.is_some() {
-                return err(
+                err(
                     "web_identity",
                     "web identity needs a [role] with the arn to assume".into(),
                 );
             }
             if self.session.is_some() {
-                return err(
+                err(
                     "session",
                     "chaining from another session needs a [role] to assume".into(),
                 );
@@ -562,24 +637,26 @@ impl SessionConfig {
         }
         if let Some(role) = &self.role {
             if role.policy_arns.len() > 10 {
-                return err("role.policy_arns", "at most 10 policy ARNs".into());
+                err("role.policy_arns", "at most 10 policy ARNs".into());
             }
             if role.tags.len() > 50 {
-                return err("role.tags", "at most 50 session tags".into());
+                err("role.tags", "at most 50 session tags".into());
             }
-            for (k, v) in &role.tags {
-                if k.is_empty() || k.len() > 128 || v.len() > 256 {
-                    return err(
-                        "role.tags",
-                        format!("tag {k:?}: keys are 1 to 128 characters, values at most 256"),
-                    );
-                }
+            if role
+                .tags
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256)
+            {
+                err(
+                    "role.tags",
+                    "tag keys are 1 to 128 characters, values at most 256".into(),
+                );
             }
-            for k in &role.transitive_tag_keys {
+            for (i, k) in role.transitive_tag_keys.iter().enumerate() {
                 if !role.tags.contains_key(k) {
-                    return err(
+                    err(
                         "role.transitive_tag_keys",
-                        format!("transitive tag key {k:?} is not one of [role.tags]"),
+                        format!("entry {} is not a key of [role.tags]", i + 1),
                     );
                 }
             }
@@ -588,7 +665,7 @@ impl SessionConfig {
             if let Some(cmd) = &mfa.command
                 && cmd.first().is_none_or(|c| c.is_empty())
             {
-                return err(
+                err(
                         "mfa.command",
                         "give the command as an argv array, e.g. [\"ykman\", \"oath\", \"accounts\", \"code\", \"-s\", \"aws\"]".into(),
                     );
@@ -596,7 +673,7 @@ impl SessionConfig {
             if let Some(t) = mfa.command_timeout
                 && !(1..=600).contains(&t.0)
             {
-                return err(
+                err(
                     "mfa.command_timeout",
                     "must be between 1 second and 10 minutes".into(),
                 );
@@ -605,7 +682,7 @@ impl SessionConfig {
         if let Some(url) = self.endpoint_url()
             && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10)
         {
-            return err("sts.endpoint_url", format!("{url:?} is not an http(s) URL"));
+            err("sts.endpoint_url", "is not an http(s) URL".into());
         }
         // Durations: at least one second anywhere; AWS's limits against real AWS STS.
         let custom = custom_endpoint || self.endpoint_url().is_some();
@@ -615,18 +692,21 @@ impl SessionConfig {
             } else {
                 (SESSION_TOKEN_DURATION_LIMITS, "GetSessionToken")
             };
-            check_duration("duration", d, limits, what, custom)?;
+            errs.extend(check_duration("duration", d, limits, what, custom).err());
         }
         if let Some(d) = self.mfa.as_ref().and_then(|m| m.session_duration) {
-            check_duration(
-                "mfa.session_duration",
-                d,
-                SESSION_TOKEN_DURATION_LIMITS,
-                "GetSessionToken",
-                custom,
-            )?;
+            errs.extend(
+                check_duration(
+                    "mfa.session_duration",
+                    d,
+                    SESSION_TOKEN_DURATION_LIMITS,
+                    "GetSessionToken",
+                    custom,
+                )
+                .err(),
+            );
         }
-        Ok(())
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
     /// A warning when the credentials' lifetime means SDK clients cannot be handed credentials
@@ -696,32 +776,52 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn toml_error(file: &Path, src: &str, e: &toml::de::Error) -> Error {
-    let message = match e.span() {
-        Some(span) => {
-            let (line, col) = line_col(src, span.start);
-            let text = src.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line}, column {col} (`{text}`): {}", e.message())
-        }
-        None => e.message().to_string(),
+/// Turns problems into one error naming the file and, for each problem, line, column and
+/// field — never the value (a pasted secret must not reach a terminal, a log or, in shared
+/// mode, another uid's client).
+fn invalid(file: &Path, src: &str, mut problems: Vec<Problem>) -> Error {
+    // In document order (tables are not visited in order); unlocated ones last.
+    problems.sort_by_key(|p| p.at.unwrap_or(usize::MAX));
+    let described: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let mut s = String::new();
+            if let Some(at) = p.at {
+                let (line, col) = line_col(src, at);
+                s.push_str(&format!("line {line}, column {col}: "));
+            }
+            if !p.field.is_empty() {
+                s.push_str(&format!("field `{}`: ", p.field));
+            }
+            s.push_str(&p.message);
+            s
+        })
+        .collect();
+    let mut message = match described.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} problems:\n  {}", many.len(), many.join("\n  ")),
     };
+    if problems.len() >= MAX_PROBLEMS {
+        message.push_str(&format!("\n  (stopped after {MAX_PROBLEMS} problems)"));
+    }
     Error::InvalidConfig {
         file: file.to_path_buf(),
         message,
     }
 }
 
+/// A cross-field error as a [`Problem`], located at its field's key.
+fn locate(src: &str, fe: &FieldError) -> Problem {
+    Problem {
+        at: field_span(src, fe.field),
+        field: fe.field.to_string(),
+        message: fe.message.clone(),
+    }
+}
+
 /// Locates a dotted field in the document (via toml's spanned parse) for a message.
 fn located_error(file: &Path, src: &str, fe: &FieldError) -> Error {
-    let mut message = format!("field `{}`: {}", fe.field, fe.message);
-    if let Some(start) = field_span(src, fe.field) {
-        let (line, col) = line_col(src, start);
-        message = format!("line {line}, column {col}: {message}");
-    }
-    Error::InvalidConfig {
-        file: file.to_path_buf(),
-        message,
-    }
+    invalid(file, src, vec![locate(src, fe)])
 }
 
 fn field_span(src: &str, path: &str) -> Option<usize> {
@@ -837,41 +937,42 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_LOG_FILES: usize = 7;
 
 impl Settings {
-    /// Loads `elhaz.toml`; a missing file means defaults.
+    /// Loads `elhaz.toml`; a missing file means defaults. Every problem is reported at once.
     pub fn load(file: &Path) -> Result<Settings, Error> {
         let Some(src) = read_config_file(file)? else {
             return Ok(Settings::default());
         };
-        let s: Settings = toml::from_str(&src).map_err(|e| toml_error(file, &src, &e))?;
-        let bad = |field: &'static str, message: &str| {
-            Err(located_error(
-                file,
-                &src,
-                &FieldError {
-                    field,
-                    message: message.into(),
-                },
-            ))
+        let (s, problems) = redacting::deserialize_all::<Settings>(&src);
+        let s = match s {
+            Some(s) if problems.is_empty() => s,
+            _ => return Err(invalid(file, &src, problems)),
+        };
+        let mut errs = Vec::new();
+        let mut bad = |field: &'static str, message: &str| {
+            errs.push(FieldError {
+                field,
+                message: message.into(),
+            })
         };
         if s.capacity.is_some_and(|c| !(1..=100_000).contains(&c)) {
-            return bad("capacity", "must be between 1 and 100000");
+            bad("capacity", "must be between 1 and 100000");
         }
         if s.max_connections
             .is_some_and(|c| !(1..=65_536).contains(&c))
         {
-            return bad("max_connections", "must be between 1 and 65536");
+            bad("max_connections", "must be between 1 and 65536");
         }
         if s.log_files.is_some_and(|c| !(1..=365).contains(&c)) {
-            return bad("log_files", "must be between 1 and 365");
+            bad("log_files", "must be between 1 and 365");
         }
         if s.refresh_window.is_some_and(|w| w.0 == 0) {
-            return bad("refresh_window", "must be at least 1 second");
+            bad("refresh_window", "must be at least 1 second");
         }
         if s.max_connections_per_client.is_some_and(|c| c == 0) {
-            return bad("max_connections_per_client", "must be at least 1");
+            bad("max_connections_per_client", "must be at least 1");
         }
         if s.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return bad(
+            bad(
                 "rate_limit",
                 "must be a positive number of requests per second",
             );
@@ -882,7 +983,7 @@ impl Settings {
                 ("shared.socket_dir_mode", sh.socket_dir_mode),
             ] {
                 if mode.is_some_and(|m| m > 0o777) {
-                    return bad(field, "must be a permission mode such as 0o660");
+                    bad(field, "must be a permission mode such as 0o660");
                 }
             }
             for rule in &sh.allow {
@@ -892,40 +993,44 @@ impl Settings {
                     rule.group.is_some(),
                 ];
                 if principals.iter().filter(|p| **p).count() != 1 {
-                    return bad(
+                    bad(
                         "shared.allow",
                         "each rule names exactly one of uid, user or group",
                     );
                 }
                 if rule.sessions.is_empty() {
-                    return bad(
+                    bad(
                         "shared.allow",
                         "each rule lists the sessions it may use (\"*\" for all)",
                     );
                 }
-                if let Some(bad_name) = rule
+                if rule
                     .sessions
                     .iter()
-                    .find(|n| *n != "*" && validate_name(n).is_err())
+                    .any(|n| n != "*" && validate_name(n).is_err())
                 {
-                    return Err(located_error(
-                        file,
-                        &src,
-                        &FieldError {
-                            field: "shared.allow",
-                            message: format!("invalid session name {bad_name:?}"),
-                        },
-                    ));
+                    bad(
+                        "shared.allow",
+                        "a rule lists an invalid session name (use \"*\" or names of [A-Za-z0-9._-])",
+                    );
                 }
             }
         }
         if s.idle_timeout.is_some_and(|w| w.0 == 0) {
-            return bad(
+            bad(
                 "idle_timeout",
                 "must be at least 1 second (omit it to never exit)",
             );
         }
-        Ok(s)
+        if errs.is_empty() {
+            Ok(s)
+        } else {
+            Err(invalid(
+                file,
+                &src,
+                errs.iter().map(|e| locate(&src, e)).collect(),
+            ))
+        }
     }
 
     /// Cache capacity.
@@ -1176,6 +1281,365 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
         .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
 }
 
+/// How many problems one file reports before stopping (each costs a re-parse).
+const MAX_PROBLEMS: usize = 20;
+
+/// One problem found in a config file: where (byte span), which field (dotted path) and what.
+/// Never holds the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    /// Byte offset the problem is reported at, if known.
+    at: Option<usize>,
+    /// Dotted field path, e.g. `role.arn` or `shared.allow[1].user`; empty for syntax errors.
+    field: String,
+    /// What is wrong (no config values).
+    message: String,
+}
+
+/// A deserializer over toml's spanned document whose errors never quote a value and know
+/// their field path and position; see [`deserialize_all`].
+mod redacting {
+    use std::collections::HashSet;
+    use std::fmt;
+    use std::ops::Range;
+
+    use serde::de::{self, DeserializeSeed, Expected, IntoDeserializer, Unexpected, Visitor};
+    use toml::Spanned;
+    use toml::de::{DeTable, DeValue};
+
+    use super::{Problem, closest};
+
+    /// A path segment, innermost first while an error travels outwards.
+    #[derive(Debug)]
+    enum Seg {
+        Key(String),
+        Index(usize),
+    }
+
+    /// A deserialization error without the value that caused it.
+    #[derive(Debug)]
+    pub(super) struct DeError {
+        /// Innermost segment first.
+        path: Vec<Seg>,
+        span: Option<Range<usize>>,
+        message: String,
+        /// Start of the key to leave out on the next attempt (the innermost key involved).
+        skip: Option<usize>,
+    }
+
+    impl DeError {
+        fn new(message: String) -> DeError {
+            DeError {
+                path: Vec::new(),
+                span: None,
+                message,
+                skip: None,
+            }
+        }
+
+        fn at(mut self, span: Range<usize>) -> DeError {
+            self.span.get_or_insert(span);
+            self
+        }
+
+        fn in_key(
+            mut self,
+            key: &Spanned<toml::de::DeString<'_>>,
+            value_span: Range<usize>,
+        ) -> DeError {
+            self.path.push(Seg::Key(key.get_ref().to_string()));
+            self.span.get_or_insert(value_span);
+            self.skip.get_or_insert(key.span().start);
+            self
+        }
+
+        fn field(&self) -> String {
+            let mut s = String::new();
+            for seg in self.path.iter().rev() {
+                match seg {
+                    Seg::Key(k) if s.is_empty() => s.push_str(k),
+                    Seg::Key(k) => {
+                        s.push('.');
+                        s.push_str(k);
+                    }
+                    Seg::Index(i) => s.push_str(&format!("[{i}]")),
+                }
+            }
+            s
+        }
+    }
+
+    impl fmt::Display for DeError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl std::error::Error for DeError {}
+
+    /// What kind of value was found, without the value itself.
+    fn kind(u: &Unexpected<'_>) -> &'static str {
+        match u {
+            Unexpected::Bool(_) => "a boolean",
+            Unexpected::Unsigned(_) | Unexpected::Signed(_) => "an integer",
+            Unexpected::Float(_) => "a float",
+            Unexpected::Char(_) | Unexpected::Str(_) => "a string",
+            Unexpected::Bytes(_) => "bytes",
+            Unexpected::Unit => "nothing",
+            Unexpected::Option => "an optional value",
+            Unexpected::NewtypeStruct | Unexpected::NewtypeVariant => "a value",
+            Unexpected::Seq => "an array",
+            Unexpected::Map | Unexpected::StructVariant => "a table",
+            Unexpected::Enum | Unexpected::UnitVariant | Unexpected::TupleVariant => "a variant",
+            Unexpected::Other(_) => "a value of another type",
+        }
+    }
+
+    impl de::Error for DeError {
+        fn custom<T: fmt::Display>(msg: T) -> DeError {
+            DeError::new(msg.to_string())
+        }
+        fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> DeError {
+            DeError::new(format!("expected {exp}, found {}", kind(&unexp)))
+        }
+        fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> DeError {
+            DeError::new(format!("invalid value ({}): expected {exp}", kind(&unexp)))
+        }
+        fn invalid_length(len: usize, exp: &dyn Expected) -> DeError {
+            DeError::new(format!("has {len} elements; expected {exp}"))
+        }
+        fn unknown_variant(_variant: &str, expected: &'static [&'static str]) -> DeError {
+            DeError::new(format!(
+                "unknown value; expected one of {}",
+                expected.join(", ")
+            ))
+        }
+        fn unknown_field(field: &str, expected: &'static [&'static str]) -> DeError {
+            let hint = match closest(field, expected.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "expected one of {}",
+                    expected
+                        .iter()
+                        .map(|e| format!("`{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            // The path stays the enclosing table's: "field `role`: unknown field `rol`".
+            DeError::new(format!("unknown field `{field}`; {hint}"))
+        }
+        fn missing_field(field: &'static str) -> DeError {
+            let mut e = DeError::new("is required".into());
+            e.path.push(Seg::Key(field.to_string()));
+            e
+        }
+        fn duplicate_field(field: &'static str) -> DeError {
+            let mut e = DeError::new("is set twice".into());
+            e.path.push(Seg::Key(field.to_string()));
+            e
+        }
+    }
+
+    /// A value of the document plus the keys to leave out.
+    struct Node<'a, 'i> {
+        v: &'a Spanned<DeValue<'i>>,
+        skip: &'a HashSet<usize>,
+    }
+
+    impl<'de> de::Deserializer<'de> for Node<'_, '_> {
+        type Error = DeError;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let span = self.v.span();
+            let out = match self.v.get_ref() {
+                DeValue::String(s) => visitor.visit_str(s),
+                DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                    Ok(n) => visitor.visit_i64(n),
+                    Err(_) => match u64::from_str_radix(i.as_str(), i.radix()) {
+                        Ok(n) => visitor.visit_u64(n),
+                        Err(_) => Err(DeError::new("integer out of range".into())),
+                    },
+                },
+                DeValue::Float(f) => match f.as_str().parse::<f64>() {
+                    Ok(x) => visitor.visit_f64(x),
+                    Err(_) => Err(DeError::new("invalid float".into())),
+                },
+                DeValue::Boolean(b) => visitor.visit_bool(*b),
+                DeValue::Datetime(_) => Err(de::Error::invalid_type(
+                    Unexpected::Other("a datetime"),
+                    &visitor,
+                )),
+                DeValue::Array(a) => visitor.visit_seq(Seq {
+                    iter: a.iter().enumerate(),
+                    skip: self.skip,
+                }),
+                DeValue::Table(t) => visitor.visit_map(Map {
+                    iter: t.iter(),
+                    pending: None,
+                    skip: self.skip,
+                }),
+            };
+            out.map_err(|e| e.at(span))
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let span = self.v.span();
+            visitor.visit_some(self).map_err(|e| e.at(span))
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, DeError> {
+            let span = self.v.span();
+            visitor.visit_newtype_struct(self).map_err(|e| e.at(span))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf unit unit_struct seq tuple tuple_struct map struct enum identifier
+            ignored_any
+        }
+    }
+
+    struct Seq<'a, I> {
+        iter: I,
+        skip: &'a HashSet<usize>,
+    }
+
+    impl<'de, 'a, 'i: 'a, I> de::SeqAccess<'de> for Seq<'a, I>
+    where
+        I: Iterator<Item = (usize, &'a Spanned<DeValue<'i>>)>,
+    {
+        type Error = DeError;
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, DeError> {
+            let Some((i, v)) = self.iter.next() else {
+                return Ok(None);
+            };
+            seed.deserialize(Node { v, skip: self.skip })
+                .map(Some)
+                .map_err(|mut e| {
+                    e.path.push(Seg::Index(i));
+                    e.at(v.span())
+                })
+        }
+    }
+
+    struct Map<'a, 'i, I> {
+        iter: I,
+        pending: Option<(
+            &'a Spanned<toml::de::DeString<'i>>,
+            &'a Spanned<DeValue<'i>>,
+        )>,
+        skip: &'a HashSet<usize>,
+    }
+
+    impl<'de, 'a, 'i: 'a, I> de::MapAccess<'de> for Map<'a, 'i, I>
+    where
+        I: Iterator<
+            Item = (
+                &'a Spanned<toml::de::DeString<'i>>,
+                &'a Spanned<DeValue<'i>>,
+            ),
+        >,
+    {
+        type Error = DeError;
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, DeError> {
+            let Some((k, v)) = self
+                .iter
+                .by_ref()
+                .find(|(k, _)| !self.skip.contains(&k.span().start))
+            else {
+                return Ok(None);
+            };
+            self.pending = Some((k, v));
+            let key: de::value::StrDeserializer<'_, DeError> =
+                k.get_ref().as_ref().into_deserializer();
+            seed.deserialize(key).map(Some).map_err(|mut e| {
+                // The key itself is the problem (unknown field): report and skip the key.
+                e.span.get_or_insert(k.span());
+                e.skip.get_or_insert(k.span().start);
+                e
+            })
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, DeError> {
+            let (k, v) = self
+                .pending
+                .take()
+                .ok_or_else(|| DeError::new("value requested before its key".into()))?;
+            seed.deserialize(Node { v, skip: self.skip })
+                .map_err(|e| e.in_key(k, v.span()))
+        }
+    }
+
+    /// Deserializes `T` from `src`, reporting every field problem rather than only the first:
+    /// after an error the offending key is left out and the document is deserialized again
+    /// (at most [`super::MAX_PROBLEMS`] times). A syntax error is reported alone. Returns the
+    /// value built without the offending keys, if any could be built, and the problems.
+    pub(super) fn deserialize_all<T: de::DeserializeOwned>(src: &str) -> (Option<T>, Vec<Problem>) {
+        let doc = match DeTable::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                return (
+                    None,
+                    vec![Problem {
+                        at: e.span().map(|s| s.start),
+                        field: String::new(),
+                        message: e.message().to_string(),
+                    }],
+                );
+            }
+        };
+        let span = doc.span();
+        let root = Spanned::new(span, DeValue::Table(doc.into_inner()));
+        let mut skip = HashSet::new();
+        let mut problems = Vec::new();
+        // Each attempt leaves out one more key; bounded twice over (see the dedup below).
+        for _ in 0..2 * super::MAX_PROBLEMS {
+            if problems.len() >= super::MAX_PROBLEMS {
+                break;
+            }
+            match T::deserialize(Node {
+                v: &root,
+                skip: &skip,
+            }) {
+                Ok(t) => return (Some(t), problems),
+                Err(e) => {
+                    let again = e.skip.is_some_and(|s| skip.insert(s));
+                    let field = e.field();
+                    // A key left out for being invalid is then "missing": one report is enough.
+                    if !problems
+                        .iter()
+                        .any(|p: &Problem| p.field == field && !field.is_empty())
+                    {
+                        problems.push(Problem {
+                            at: e.span.as_ref().map(|s| s.start),
+                            field,
+                            message: e.message,
+                        });
+                    }
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        (None, problems)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1274,6 +1738,44 @@ region = "eu-west-1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2") && e.contains("at most one"), "{e}");
+    }
+
+    #[test]
+    fn every_field_error_is_reported_without_its_value() {
+        let secret = "wJalrXUtnFEMI/K7MDENG";
+        let src = format!(
+            "region = \"{secret}\"\nrol = 1\n[role]\narn = \"{secret}\"\ntags = {{ a = 1 }}\n\
+             [mfa]\ncommand = \"{secret}\"\n"
+        );
+        let e = parse(&src).unwrap_err().to_string();
+        for needle in [
+            "6 problems",
+            "line 1, column 10: field `region`: invalid region",
+            "line 2, column 1: unknown field `rol`; did you mean `role`?",
+            "line 4, column 7: field `role.arn`: invalid role ARN",
+            "field `role.tags.a`: expected a string, found an integer",
+            "field `mfa.command`: expected a sequence, found a string",
+            "field `mfa.serial`: is required",
+        ] {
+            assert!(e.contains(needle), "{needle:?} not in:\n{e}");
+        }
+        assert!(!e.contains(secret), "{e}");
+        // A syntax error is one problem, and the offending line is not quoted back.
+        let e = parse(&format!("region = {secret}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && !e.contains(secret), "{e}");
+    }
+
+    #[test]
+    fn suggestions_are_close_matches_only() {
+        let names = ["dev", "prod", "prod-eu"];
+        assert_eq!(closest("deb", names), Some("dev"));
+        assert_eq!(closest("prdo", names), Some("prod"));
+        assert_eq!(closest("Prod-EU", names), Some("prod-eu"));
+        assert_eq!(closest("staging", names), None);
+        assert_eq!(closest("dev", names), None);
+        assert_eq!(closest(&"x".repeat(200), names), None);
     }
 
     #[test]

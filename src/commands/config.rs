@@ -13,7 +13,33 @@ use elhaz::paths::Paths;
 
 use crate::cli::ConfigAddArgs;
 
-const HEADER: &str = "# elhaz session config — every field is described in docs/configuration.md\n";
+const HEADER: &str = "# elhaz session config — every field: `elhaz help config`\n";
+
+/// The TOML written for a config built from flags, with `duration` stored as the user gave it
+/// (`--duration 1h` is written `duration = "1h"`, not `3600`).
+fn flags_toml(cfg: &SessionConfig, duration: Option<&str>) -> String {
+    let Some(given) = duration.map(str::trim) else {
+        return format!("{HEADER}{}", cfg.to_toml());
+    };
+    let value = match given.parse::<u64>() {
+        Ok(n) => n.to_string(),
+        Err(_) => toml::Value::String(given.to_string()).to_string(),
+    };
+    let body = SessionConfig {
+        duration: None,
+        ..cfg.clone()
+    }
+    .to_toml();
+    // Top-level keys come before the first table; `duration` joins them.
+    let at = if body.starts_with('[') {
+        0
+    } else {
+        body.find("\n\n[")
+            .or_else(|| body.find("\n["))
+            .map_or(body.len(), |i| i + 1)
+    };
+    format!("{HEADER}{}duration = {value}\n{}", &body[..at], &body[at..])
+}
 
 fn store(paths: &Paths) -> Store {
     Store::new(paths.configs_dir.clone())
@@ -22,7 +48,8 @@ fn store(paths: &Paths) -> Store {
 /// Parses a flag value with `FromStr`, naming the flag on error.
 fn flag<T: std::str::FromStr<Err = String>>(name: &str, v: &Option<String>) -> Result<Option<T>> {
     v.as_deref()
-        .map(|s| s.parse::<T>().map_err(|e| anyhow!("--{name}: {e}")))
+        // The value is the user's own argument, so it is quoted back (config files' are not).
+        .map(|s| s.parse::<T>().map_err(|e| anyhow!("--{name} {s:?}: {e}")))
         .transpose()
 }
 
@@ -173,7 +200,7 @@ pub fn add(paths: &Paths, mut a: ConfigAddArgs) -> Result<ExitCode> {
                 a.source_profile = prompt("Source AWS profile (empty: default credential chain)")?;
             }
             let cfg = config_from_flags(&a)?;
-            let text = format!("{HEADER}{}", cfg.to_toml());
+            let text = flags_toml(&cfg, a.duration.as_deref());
             // Run every check (field-level ones live in deserializers) on what we will write.
             SessionConfig::parse(&text, Path::new("<flags>"), custom)?;
             text

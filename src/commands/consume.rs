@@ -362,8 +362,14 @@ fn check_nesting(name: &str, force: bool) -> Result<()> {
 
 pub fn exec(paths: &Paths, args: ExecArgs) -> Result<ExitCode> {
     let name = resolve_name(paths, args.name.given())?;
+    if args.command().is_empty() {
+        bail!(
+            "no command to run: `elhaz exec {name} -- CMD [ARGS…]` runs one; for an \
+             interactive shell in the session, run `elhaz shell {name}`"
+        );
+    }
     check_nesting(&name, args.force)?;
-    run_in_session(paths, &name, &args.command, args.refreshing)
+    run_in_session(paths, &name, args.command(), args.refreshing, None)
 }
 
 /// `elhaz shell`: the user's shell, with SDK calls refreshing through a credential_process
@@ -371,19 +377,31 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<ExitCode> {
 pub fn shell(paths: &Paths, name: &NameArg, force: bool) -> Result<ExitCode> {
     let name = resolve_name(paths, name.given())?;
     check_nesting(&name, force)?;
+    if let Some(outer) = std::env::var(ENV_SESSION)
+        .ok()
+        .filter(|s| !s.is_empty() && *s != name)
+    {
+        eprintln!(
+            "elhaz: warning: starting session {name:?} inside session {outer:?} \
+             ({ENV_SESSION}={outer}); exit this shell to return to {outer:?}"
+        );
+    }
     let sh = std::env::var_os("SHELL")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "/bin/sh".into());
-    eprintln!("elhaz: entering session {name:?} (exit the shell to leave it)");
-    run_in_session(paths, &name, &[sh], true)
+    // Announced only once the session has answered (so `shell nosuch` fails first).
+    let banner = format!("elhaz: entering session {name:?} (exit the shell to leave it)");
+    run_in_session(paths, &name, &[sh], true, Some(&banner))
 }
 
-/// Replaces this process with `command` running in session `name`'s environment.
+/// Replaces this process with `command` running in session `name`'s environment; `banner`
+/// goes to stderr once the credentials are fetched, just before the command starts.
 fn run_in_session(
     paths: &Paths,
     name: &str,
     command: &[std::ffi::OsString],
     refreshing: bool,
+    banner: Option<&str>,
 ) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     let name = name.to_string();
@@ -409,6 +427,9 @@ fn run_in_session(
     } else {
         let creds = fetch(paths, &name)?;
         cmd.envs(session_env(&name, &creds));
+    }
+    if let Some(b) = banner {
+        eprintln!("{b}");
     }
     // On success `exec` does not return: the command replaces us, so its exit status and
     // signals are its own.

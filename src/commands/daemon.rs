@@ -333,7 +333,10 @@ pub fn remove(paths: &Paths, name: &str) -> Result<ExitCode> {
     if was_cached {
         println!("session {name} evicted");
     } else {
-        println!("session {name} was not cached");
+        let hint = super::did_you_mean(paths, name)
+            .map(|h| format!(" (no config named {name}; {h})"))
+            .unwrap_or_default();
+        println!("session {name} was not cached{hint}");
     }
     Ok(ExitCode::SUCCESS)
 }

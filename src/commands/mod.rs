@@ -26,7 +26,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         restore_sigpipe();
     }
     let paths = Paths::from_env()?;
-    match cli.command {
+    let given = given_name(&cli.command);
+    let result = match cli.command {
         Command::Daemon(cmd) => match cmd {
             DaemonCmd::Start(args) => daemon::start(&paths, args),
             DaemonCmd::Stop { timeout } => daemon::stop(&paths, timeout),
@@ -98,7 +99,54 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
         }) => ops::agent_access(&agent_user, &daemon_user, &group, &socket_dir, dry_run),
         Command::Paths { json } => show_paths(&paths, json),
+    };
+    result.map_err(|e| with_suggestion(&paths, given.as_deref(), e))
+}
+
+/// The session name given on the command line, if the command takes one.
+fn given_name(cmd: &Command) -> Option<String> {
+    let name = match cmd {
+        Command::CredentialProcess(n)
+        | Command::Export { name: n, .. }
+        | Command::Whoami { name: n, .. }
+        | Command::Shell { name: n, .. } => n.given(),
+        Command::Exec(a) => a.name.given(),
+        Command::Daemon(DaemonCmd::Add { name } | DaemonCmd::Remove { name })
+        | Command::Config(
+            ConfigCmd::Show { name, .. }
+            | ConfigCmd::Edit { name }
+            | ConfigCmd::Remove { name, .. },
+        ) => Some(name.as_str()),
+        _ => None,
+    };
+    name.map(str::to_string)
+}
+
+/// Adds "did you mean `dev`?" to an error saying a session config does not exist — found by
+/// the error's type and code, never its text. Suggestions come from this user's configs.
+fn with_suggestion(paths: &Paths, given: Option<&str>, err: anyhow::Error) -> anyhow::Error {
+    let missing = match err.downcast_ref::<elhaz::Error>() {
+        Some(elhaz::Error::ConfigNotFound { name, .. }) => Some(name.as_str()),
+        Some(elhaz::Error::Remote(w)) if w.code == elhaz::protocol::ErrorCode::NotFound => given,
+        _ => None,
+    };
+    match missing.and_then(|m| did_you_mean(paths, m)) {
+        Some(hint) => anyhow::anyhow!("{err:#}; {hint}"),
+        None => err,
     }
+}
+
+/// "did you mean `dev`?" when `name` is not one of this user's configs and one is close.
+pub(crate) fn did_you_mean(paths: &Paths, name: &str) -> Option<String> {
+    let names = elhaz::config::Store::new(paths.configs_dir.clone())
+        .names()
+        .ok()?;
+    if names.iter().any(|n| n == name) {
+        // It exists: what is missing is something else (e.g. a chained source).
+        return None;
+    }
+    elhaz::config::closest(name, names.iter().map(String::as_str))
+        .map(|s| format!("did you mean `{s}`?"))
 }
 
 /// Rust ignores SIGPIPE, so `println!` into a closed pipe (`elhaz config list | head -1`)

@@ -13,6 +13,7 @@ mod doc_examples;
 mod docs;
 mod engine;
 mod fake_sts;
+mod forgiving;
 mod frames;
 mod hardening;
 mod hardening_faults;
