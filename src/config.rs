@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,8 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
 
-/// Largest config or settings file we read.
-pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+pub use crate::fsafe::{MAX_CONFIG_BYTES, atomic_write, open_private, read_config_file};
+use crate::fsafe::sync_dir;
 
 /// AWS limits for AssumeRole and AssumeRoleWithWebIdentity DurationSeconds.
 pub const ROLE_DURATION_LIMITS: (u64, u64) = (900, 43_200);
@@ -37,11 +36,13 @@ pub const CHAINED_ROLE_MAX: u64 = 3_600;
 pub const BOTOCORE_ADVISORY_WINDOW: u64 = 15 * 60;
 
 /// Checks a session name: `[A-Za-z0-9._-]{1,64}`, not starting with `.` (so `.lock` and temp
-/// files can never collide with a config).
+/// files can never collide with a config) nor `-` (so a name is never parsed as a flag, e.g.
+/// in a generated `credential_process` line).
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
+        && !name.starts_with('-')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -950,58 +951,6 @@ impl Settings {
     }
 }
 
-/// Reads a config-like file safely: no symlinks, regular files only, bounded size, UTF-8.
-/// `Ok(None)` when it does not exist.
-pub fn read_config_file(file: &Path) -> Result<Option<String>, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(file);
-    let f = match f {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(Error::InvalidConfig {
-                file: file.to_path_buf(),
-                message: "is a symbolic link; elhaz only reads regular files it owns".into(),
-            });
-        }
-        Err(e) => return Err(Error::io(format!("cannot open {}", file.display()), e)),
-    };
-    let meta = f
-        .metadata()
-        .map_err(|e| Error::io(format!("cannot inspect {}", file.display()), e))?;
-    if !meta.is_file() {
-        return Err(Error::InvalidConfig {
-            file: file.to_path_buf(),
-            message: "is not a regular file".into(),
-        });
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(Error::InvalidConfig {
-            file: file.to_path_buf(),
-            message: format!(
-                "is {} bytes; config files are limited to {MAX_CONFIG_BYTES}",
-                meta.len()
-            ),
-        });
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| Error::InvalidConfig {
-            file: file.to_path_buf(),
-            message: format!(
-                "is not valid UTF-8 (at byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        })
-}
-
 /// The directory of session configs.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -1138,44 +1087,6 @@ impl Store {
     }
 }
 
-/// Opens (creating if needed) a file readable only by us.
-pub fn open_private(path: &Path) -> Result<std::fs::File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
-}
-
-/// Writes `bytes` to `path` atomically: temp file (0600) in the same directory, fsync, rename
-/// over `path`, fsync the directory. On any failure the old file is untouched and the temp file
-/// removed.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", stem.unwrap_or_default()))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("cannot create a temp file in {}", dir.display()), e))?;
-    let ctx = || format!("cannot write {}", path.display());
-    tmp.write_all(bytes).map_err(|e| Error::io(ctx(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(ctx(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(ctx(), e.error))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1198,6 +1109,8 @@ mod tests {
             &"a".repeat(65),
             "..",
             "x\0",
+            "-dev",
+            "--help",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }

@@ -30,9 +30,20 @@ pub enum Error {
     #[error("refusing insecure path: {0}")]
     Insecure(String),
 
+    /// A file or directory elhaz trusts fails the ownership/mode rule of [`crate::fsafe`].
+    #[error("refusing {}: {problem}; {fix}", .path.display())]
+    UnsafePath {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it (owner, mode, symlink).
+        problem: String,
+        /// The command or step that fixes it.
+        fix: String,
+    },
+
     /// A session name does not match `[A-Za-z0-9._-]{1,64}`.
     #[error(
-        "invalid session name {0:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.')"
+        "invalid session name {0:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.' or '-')"
     )]
     InvalidName(String),
 

@@ -911,7 +911,7 @@ fn setup_aws_profile_keeps_a_hand_written_config() {
     let out = env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p"]);
     assert_contains(&stdout(&out), &["\"p\""]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     let want = format!("{original}\n\n[profile p]\n{line}\n");
@@ -950,7 +950,7 @@ fn setup_aws_profile_replaces_only_the_credential_process_line() {
     std::fs::write(&file, original).unwrap();
     let out = env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p"]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     let want = original.replace(
@@ -985,7 +985,7 @@ fn setup_aws_profile_print_writes_nothing() {
         "eu-west-2",
     ]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     let out = env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p", "--print"]);
@@ -1026,7 +1026,7 @@ fn setup_aws_profile_does_not_mistake_a_bare_section_for_the_profile() {
     std::fs::write(&file, original).unwrap();
     env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p"]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     assert_eq!(
@@ -1038,7 +1038,7 @@ fn setup_aws_profile_does_not_mistake_a_bare_section_for_the_profile() {
     let out = bounded_ok(&mut cmd);
     assert_eq!(
         stdout(&out).trim(),
-        format!("{} credential-process dev", exe_in_profile())
+        format!("{} credential-process -- dev", exe_in_profile())
     );
 }
 
@@ -1058,7 +1058,7 @@ fn setup_aws_profile_edits_a_symlinked_config_in_place() {
         "the symlink was replaced by a regular file"
     );
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     assert_eq!(
@@ -1151,7 +1151,7 @@ for i in range(10):
             "[profile unrelated]",
             "[profile elhaz-r8]",
             &format!(
-                "credential_process = {} credential-process r8",
+                "credential_process = {} credential-process -- r8",
                 exe_in_profile()
             ),
         ],
