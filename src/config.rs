@@ -779,6 +779,23 @@ pub struct Settings {
     /// `daemon start --shared`: a daemon for a dedicated user, serving other users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedSettings>,
+    /// `[client]`: which daemon the CLI may use besides your own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSettings>,
+}
+
+/// `[client]` in `elhaz.toml`: the CLI uses a shared daemon only when this (or
+/// `ELHAZ_SHARED=USER`) names the user it must run as.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The user (name or numeric uid) a shared daemon runs as; without it no shared daemon is
+    /// ever used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
+    /// Where that daemon listens (default: `ELHAZ_SHARED_SOCKET`, else `/run/elhaz/elhaz.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_socket: Option<PathBuf>,
 }
 
 /// Default socket of a shared daemon (discovered by the CLI when no personal daemon runs).
@@ -919,6 +936,16 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if s.client
+            .as_ref()
+            .and_then(|c| c.shared.as_deref())
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            return bad(
+                "client.shared",
+                "names the user a shared daemon runs as, e.g. \"elhaz\"",
+            );
         }
         if s.idle_timeout.is_some_and(|w| w.0 == 0) {
             return bad(

@@ -85,6 +85,20 @@ pub enum Error {
     #[error("{0}")]
     NotRunning(String),
 
+    /// The process listening on a daemon socket runs as someone we do not trust.
+    #[error(
+        "refusing the daemon at {}: it runs as uid {uid}, not as {expected}; nothing was sent          to it. Someone else may be listening on your socket: check `ls -ld` of its directory          and who runs it, or for a shared daemon set `[client] shared` (or ELHAZ_SHARED) to          the user it runs as",
+        .socket.display()
+    )]
+    WrongDaemon {
+        /// The socket.
+        socket: PathBuf,
+        /// The peer's uid, from the kernel.
+        uid: u32,
+        /// Who it should have been.
+        expected: String,
+    },
+
     /// The daemon answered with an error.
     #[error("{}", .0.message)]
     Remote(WireError),

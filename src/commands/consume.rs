@@ -48,7 +48,11 @@ pub fn resolve_name(paths: &Paths, given: Option<&str>) -> Result<String> {
 
 /// Asks the daemon for credentials, prompting on the terminal once if it needs an MFA code.
 pub(crate) fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
-    let mut c = client::connect_or_start(paths)?;
+    fetch_with(&mut client::connect_or_start(paths)?, name)
+}
+
+/// [`fetch`] over a connection the caller already holds (to say which daemon served it).
+fn fetch_with(c: &mut client::Client, name: &str) -> Result<WireCredentials> {
     let mut code = None;
     let mut prompted = false;
     loop {
@@ -258,9 +262,11 @@ fn run_in_session(
     for k in OVERRIDING {
         cmd.env_remove(k);
     }
+    let mut c = client::connect_or_start(paths)?;
+    note_shared(&c);
     if refreshing {
         // Fetch once now so errors (and MFA prompts) happen here, not inside the child's SDK.
-        let creds = fetch(paths, &name)?;
+        let creds = fetch_with(&mut c, &name)?;
         let file = refreshing_config(paths, &name, creds.region.as_deref())?;
         cmd.env("AWS_CONFIG_FILE", &file)
             .env("AWS_PROFILE", profile_name(&name))
@@ -271,7 +277,8 @@ fn run_in_session(
         }
         return wait_and_clean(cmd, prog, &file);
     }
-    let creds = fetch(paths, &name)?;
+    let creds = fetch_with(&mut c, &name)?;
+    drop(c);
     cmd.envs(session_env(&name, &creds));
     // On success `exec` does not return: the command replaces us, so its exit status and
     // signals are its own.
@@ -359,6 +366,14 @@ fn wait_and_clean(
         let _ = nix::sys::signal::raise(s);
     }
     Ok(ExitCode::from((128 + sig).clamp(0, 255) as u8))
+}
+
+/// `exec` says on stderr when a shared daemon (not your own) serves it; your own daemon is
+/// the default and says nothing.
+fn note_shared(c: &client::Client) {
+    if matches!(c.served(), client::Served::Shared { .. }) {
+        eprintln!("elhaz: served by {}", c.served());
+    }
 }
 
 fn profile_name(name: &str) -> String {
@@ -459,9 +474,19 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
     else {
         bail!("unexpected reply to whoami");
     };
+    let daemon = match c.served() {
+        client::Served::Personal { socket } => {
+            serde_json::json!({"kind": "personal", "socket": socket})
+        }
+        client::Served::Shared { socket, user, uid } => {
+            serde_json::json!({"kind": "shared", "socket": socket, "user": user, "uid": uid})
+        }
+        client::Served::InProcess => serde_json::json!({"kind": "in-process"}),
+    };
     if json {
         let mut v = serde_json::to_value(&id)?;
         v["session"] = name.into();
+        v["daemon"] = daemon;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("session     {name}");
@@ -469,6 +494,7 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
         println!("arn         {}", id.arn);
         println!("user id     {}", id.user_id);
         println!("expiration  {}", id.expiration);
+        println!("daemon      {}", c.served());
     }
     Ok(ExitCode::SUCCESS)
 }
