@@ -6,7 +6,9 @@
 //! 1. (detached only) fork before any thread exists; the parent exits, the child calls
 //!    `setsid`. The CLI that spawned us holds the read end of our stderr pipe and waits for EOF.
 //! 2. umask 077 for the whole daemon: every file we create is private, whatever the caller's
-//!    umask.
+//!    umask. Then every directory we use passes the ssh-style check of [`crate::fsafe`]
+//!    before `elhaz.toml` is read or a log opened; stale `run/aws-config-*` files go once the
+//!    lock (step 3) is held.
 //! 3. Take an exclusive `flock` on `run/elhaz.lock`. Held → another daemon owns this run dir:
 //!    report "already running" and exit 0. The kernel drops the lock when a daemon dies, even
 //!    by `kill -9`, so a crash never blocks the next start — unlike a pid file guess.
