@@ -138,8 +138,12 @@ impl Client {
         let Some(stream) = dial(socket)? else {
             return Ok(None);
         };
-        let uid = peer_uid(&stream)
-            .map_err(|e| Error::io(format!("cannot identify the peer of {}", socket.display()), e))?;
+        let uid = peer_uid(&stream).map_err(|e| {
+            Error::io(
+                format!("cannot identify the peer of {}", socket.display()),
+                e,
+            )
+        })?;
         let me = nix::unistd::geteuid().as_raw();
         let served = match shared {
             _ if uid == me => Served::Personal {
@@ -166,7 +170,12 @@ impl Client {
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|&s| s > 0)
             .unwrap_or(120);
-        let io = |e| Error::io(format!("cannot configure the socket {}", socket.display()), e);
+        let io = |e| {
+            Error::io(
+                format!("cannot configure the socket {}", socket.display()),
+                e,
+            )
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(secs)))
             .map_err(io)?;
@@ -384,7 +393,7 @@ fn shared_user(settings: Option<&crate::config::Settings>) -> Result<Option<(Str
             .flatten()
             .ok_or_else(|| {
                 Error::NotRunning(format!(
-                    "the shared daemon's user {user:?} ({ENV_SHARED} or [client] shared) does                      not exist on this machine"
+                    "the shared daemon's user {user:?} ({ENV_SHARED} or [client] shared) does not exist on this machine"
                 ))
             })?
             .uid

@@ -23,8 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
 
-pub use crate::fsafe::{MAX_CONFIG_BYTES, atomic_write, open_private, read_config_file};
 use crate::fsafe::sync_dir;
+pub use crate::fsafe::{MAX_CONFIG_BYTES, atomic_write, open_private, read_config_file};
 
 /// AWS limits for AssumeRole and AssumeRoleWithWebIdentity DurationSeconds.
 pub const ROLE_DURATION_LIMITS: (u64, u64) = (900, 43_200);

@@ -87,7 +87,7 @@ pub enum Error {
 
     /// The process listening on a daemon socket runs as someone we do not trust.
     #[error(
-        "refusing the daemon at {}: it runs as uid {uid}, not as {expected}; nothing was sent          to it. Someone else may be listening on your socket: check `ls -ld` of its directory          and who runs it, or for a shared daemon set `[client] shared` (or ELHAZ_SHARED) to          the user it runs as",
+ "refusing the daemon at {}: it runs as uid {uid}, not as {expected}; nothing was sent to it. Someone else may be listening on your socket: check `ls -ld` of its directory and who runs it, or for a shared daemon set `[client] shared` (or ELHAZ_SHARED) to the user it runs as",
         .socket.display()
     )]
     WrongDaemon {

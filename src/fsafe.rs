@@ -503,9 +503,19 @@ mod tests {
         std::fs::create_dir(&logs).unwrap();
         check_log_dir(&logs).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", logs.join("elhaz.2026-01-01.log")).unwrap();
-        assert!(check_log_dir(&logs).unwrap_err().to_string().contains("symbolic link"));
+        assert!(
+            check_log_dir(&logs)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
         let link = t.path().join("logs2");
         std::os::unix::fs::symlink(&logs, &link).unwrap();
-        assert!(check_log_dir(&link).unwrap_err().to_string().contains("symbolic link"));
+        assert!(
+            check_log_dir(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
     }
 }

@@ -52,7 +52,8 @@ pub struct Paths {
     /// cannot be searched.
     pub keyring_index: PathBuf,
     /// Where a shared daemon listens (`ELHAZ_SHARED_SOCKET`, default `/run/elhaz/elhaz.sock`);
-    /// the CLI falls back to it when no personal daemon runs and `ELHAZ_SOCKET` is unset.
+    /// the CLI uses it when no personal daemon runs, `ELHAZ_SOCKET` is unset and `[client]
+    /// shared` / `ELHAZ_SHARED` names the user it runs as (or it runs as us).
     pub shared_socket: PathBuf,
     /// Whether `ELHAZ_SOCKET` chose the socket explicitly (then nothing is discovered).
     #[serde(skip)]

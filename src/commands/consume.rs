@@ -327,7 +327,12 @@ fn wait_and_clean(
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    let relayed = [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP];
+    let relayed = [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ];
     for sig in relayed {
         // SAFETY: `relay_signal` only does atomic loads/stores and kill(2), all
         // async-signal-safe.

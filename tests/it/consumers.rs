@@ -995,7 +995,7 @@ fn setup_aws_profile_print_writes_nothing() {
     assert_eq!(
         stdout(&out),
         format!(
-            "[profile reg]\ncredential_process = {} credential-process reg\nregion = eu-west-2\n",
+            "[profile reg]\ncredential_process = {} credential-process -- reg\nregion = eu-west-2\n",
             exe_in_profile()
         )
     );

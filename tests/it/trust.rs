@@ -69,23 +69,35 @@ fn a_swapped_configs_dir_is_refused_and_runs_nothing() {
         r#"mkdir "$1/configs" && printf '%s' "$2" > "$1/configs/dev.toml""#,
         &[home, &cfg],
     );
-    assert!(out.status.success(), "the attacker could not plant configs/: {out:?}");
+    assert!(
+        out.status.success(),
+        "the attacker could not plant configs/: {out:?}"
+    );
 
     // The victim's credential-process (autostarting the daemon): refused, nothing ran.
     let out = env.run_fail(&["credential-process", "dev"]);
     let fix = format!("chmod go-w {}", env.home().display());
     assert_contains(&stderr(&out), &[fix.as_str(), "0777"]);
-    assert!(!marker.exists(), "the attacker's MFA command ran as the victim");
+    assert!(
+        !marker.exists(),
+        "the attacker's MFA command ran as the victim"
+    );
 
     // ELHAZ_HOME fixed, but configs/ is still hers: refused by owner, for the CLI too.
     chmod(env.home(), 0o700);
     let owned = format!("owned by uid {uid}");
     let configs = env.configs_dir();
-    for args in [&["credential-process", "dev"][..], &["config", "show", "dev"]] {
+    for args in [
+        &["credential-process", "dev"][..],
+        &["config", "show", "dev"],
+    ] {
         let out = env.run_fail(args);
         assert_contains(&stderr(&out), &[configs.to_str().unwrap(), owned.as_str()]);
     }
-    assert!(!marker.exists(), "the attacker's MFA command ran as the victim");
+    assert!(
+        !marker.exists(),
+        "the attacker's MFA command ran as the victim"
+    );
 
     // Control: the same config as the victim's own does run its command — so the refusals
     // above are what kept it from running.
@@ -93,8 +105,13 @@ fn a_swapped_configs_dir_is_refused_and_runs_nothing() {
     add_toml_config(&env, "dev", &cfg);
     let out = env.run_ok(&["credential-process", "dev"]);
     assert!(stdout(&out).contains("AccessKeyId"));
-    assert!(marker.exists(), "control: the victim's own MFA command did not run");
-    eprintln!("trust: swapped configs/ refused (mode, then owner uid {uid}); MFA command ran 0 times");
+    assert!(
+        marker.exists(),
+        "control: the victim's own MFA command did not run"
+    );
+    eprintln!(
+        "trust: swapped configs/ refused (mode, then owner uid {uid}); MFA command ran 0 times"
+    );
 }
 
 fn utc_date() -> String {
@@ -327,12 +344,27 @@ fn an_impostor_daemon_receives_zero_bytes() {
         conns += 1;
     }
     let (seen, bytes) = fake.counts(conns);
-    assert_eq!(bytes, 0, "the impostor received {bytes} bytes over {seen} connections");
+    assert_eq!(
+        bytes, 0,
+        "the impostor received {bytes} bytes over {seen} connections"
+    );
     eprintln!("trust: impostor daemon (uid {uid}) got {seen} connections, 0 bytes");
 }
 
+/// A reply frame of this CLI's protocol version with `body` (`"ok":…` or `"error":…`).
+fn reply(body: &str) -> String {
+    format!(
+        r#"{{"protocol":{},"id":1,{body}}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    )
+}
+
 /// `ok` reply with credentials, as the protocol fixtures have it.
-const CREDS_REPLY: &str = r#"{"protocol":1,"id":1,"ok":{"kind":"credentials","access_key_id":"ASIAIOSFODNN7EXAMPLE","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY","session_token":"FwoGZXIvYXdzEXAMPLETOKEN","expiration":"2099-01-01T13:00:00Z","account_id":"123456789012"}}"#;
+fn creds_reply() -> String {
+    reply(
+        r#""ok":{"kind":"credentials","access_key_id":"ASIAIOSFODNN7EXAMPLE","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY","session_token":"FwoGZXIvYXdzEXAMPLETOKEN","expiration":"2099-01-01T13:00:00Z","account_id":"123456789012"}"#,
+    )
+}
 
 #[test]
 fn no_silent_shared_fallback() {
@@ -349,7 +381,7 @@ fn no_silent_shared_fallback() {
     her_dir(&shared_dir, uid, gid);
     let socket = shared_dir.join("elhaz.sock");
     env.set_env("ELHAZ_SHARED_SOCKET", &socket);
-    let fake = FakeDaemon::start(uid, gid, &socket, &[CREDS_REPLY]);
+    let fake = FakeDaemon::start(uid, gid, &socket, &[&creds_reply()]);
 
     // Not configured: without autostart, an error — the shared daemon is not used.
     let mut cmd = env.cmd(&["credential-process", "dev"]);
@@ -363,17 +395,23 @@ fn no_silent_shared_fallback() {
     assert!(v["arn"].as_str().unwrap().contains("assumed-role"), "{v}");
     // Two connections (the CLI checked the peer and moved on), no byte.
     let (_, bytes) = fake.counts(2);
-    assert_eq!(bytes, 0, "the unconfigured shared daemon received {bytes} bytes");
+    assert_eq!(
+        bytes, 0,
+        "the unconfigured shared daemon received {bytes} bytes"
+    );
     env.run_ok(&["daemon", "stop"]);
 
     // Configured (ELHAZ_SHARED names its user): used, and exec says who served it.
     let mut cmd = env.cmd(&["exec", "dev", "--", "sh", "-c", "echo $AWS_ACCESS_KEY_ID"]);
-    cmd.env("ELHAZ_AUTOSTART", "0").env("ELHAZ_SHARED", OTHER_USER);
+    cmd.env("ELHAZ_AUTOSTART", "0")
+        .env("ELHAZ_SHARED", OTHER_USER);
     let out = cmd_ok(&mut cmd);
     assert_eq!(stdout(&out).trim(), "ASIAIOSFODNN7EXAMPLE");
     assert_contains(
         &stderr(&out),
-        &[&format!("served by the shared daemon of user {OTHER_USER} (uid {uid})")],
+        &[&format!(
+            "served by the shared daemon of user {OTHER_USER} (uid {uid})"
+        )],
     );
     let (_, bytes) = fake.counts(3);
     assert!(bytes > 0, "the configured shared daemon got no request");
@@ -382,7 +420,10 @@ fn no_silent_shared_fallback() {
     let mut cmd = env.cmd(&["credential-process", "dev"]);
     cmd.env("ELHAZ_AUTOSTART", "0");
     let out = cmd_fail(&mut cmd);
-    assert_contains(&stderr(&out), &["refusing the daemon at", &format!("uid {uid}")]);
+    assert_contains(
+        &stderr(&out),
+        &["refusing the daemon at", &format!("uid {uid}")],
+    );
 }
 
 #[test]
@@ -398,9 +439,13 @@ fn control_characters_from_a_daemon_are_stripped() {
     env.set_env("ELHAZ_SHARED_SOCKET", &socket);
     env.set_env("ELHAZ_SHARED", OTHER_USER);
     env.set_env("ELHAZ_AUTOSTART", "0");
-    let error = r#"{"protocol":1,"id":1,"error":{"code":"internal","message":"boom \u001b[2J\u001b]0;owned\u0007 \r\u009bdone"}}"#;
-    let mfa = r#"{"protocol":1,"id":1,"error":{"code":"mfa_required","message":"needs \u001b[31mMFA","mfa_serial":"arn:aws:iam::1:mfa/\u001b]2;pwned\u0007x"}}"#;
-    let fake = FakeDaemon::start(uid, gid, &socket, &[error, mfa]);
+    let error = reply(
+        r#""error":{"code":"internal","message":"boom \u001b[2J\u001b]0;owned\u0007 \r\u009bdone"}"#,
+    );
+    let mfa = reply(
+        r#""error":{"code":"mfa_required","message":"needs \u001b[31mMFA","mfa_serial":"arn:aws:iam::1:mfa/\u001b]2;pwned\u0007x"}"#,
+    );
+    let fake = FakeDaemon::start(uid, gid, &socket, &[&error, &mfa]);
     let no_tty = |args: &[&str]| {
         let mut cmd = env.cmd(args);
         // SAFETY: setsid is async-signal-safe; it detaches the child from any terminal, so
@@ -425,6 +470,24 @@ fn control_characters_from_a_daemon_are_stripped() {
         }
     }
     assert!(fake.counts(2).1 > 0);
+}
+
+#[test]
+fn a_loose_shared_socket_dir_is_refused() {
+    let env = TestEnv::new();
+    let dir = env.scratch("shared-run");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o775);
+    env.set_env("ELHAZ_SOCKET", dir.join("elhaz.sock"));
+    let out = env.run_fail(&["daemon", "start", "--shared"]);
+    let fix = format!("chmod go-w {}", dir.display());
+    assert_contains(&stderr(&out), &[fix.as_str()]);
+    assert!(!dir.join("elhaz.sock").exists());
+    // Tight: the shared daemon binds there, mode and group set on the verified directory.
+    chmod(&dir, 0o750);
+    env.run_ok(&["daemon", "start", "--shared"]);
+    assert_eq!(mode_of(&dir.join("elhaz.sock")), 0o660);
+    env.run_ok(&["daemon", "stop"]);
 }
 
 #[test]
@@ -481,9 +544,18 @@ fn exec_refreshing_writes_no_secret_and_cleans_up() {
     let text = stdout(&out);
     assert_contains(
         &text,
-        &["[profile other]", "[profile elhaz-dev]", "credential-process -- dev"],
+        &[
+            "[profile other]",
+            "[profile elhaz-dev]",
+            "credential-process -- dev",
+        ],
     );
-    for secret in ["COLON_SECRET", "AKIACOLONKEY", "CONTINUED_TOKEN", "COMMENTED_TOKEN"] {
+    for secret in [
+        "COLON_SECRET",
+        "AKIACOLONKEY",
+        "CONTINUED_TOKEN",
+        "COMMENTED_TOKEN",
+    ] {
         assert!(!text.contains(secret), "{secret} copied: {text}");
     }
     let file = PathBuf::from(text.lines().last().unwrap().strip_prefix("FILE=").unwrap());
@@ -491,7 +563,15 @@ fn exec_refreshing_writes_no_secret_and_cleans_up() {
     assert!(!file.exists(), "{} outlived the command", file.display());
 
     // Killed by a signal: elhaz dies of the same signal, and still cleans up.
-    let mut cmd = env.cmd(&["exec", "--refreshing", "dev", "--", "sh", "-c", "kill -TERM $$"]);
+    let mut cmd = env.cmd(&[
+        "exec",
+        "--refreshing",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]);
     let out = output_of(&mut cmd);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(15), "{}", describe(&cmd, &out));
