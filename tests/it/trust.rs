@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::fake_sts::FakeSts;
-use crate::hardening::{OTHER_USER, other_user, sh_as};
+use crate::hardening::{OTHER_USER, other_user, record, sh_as};
 use crate::moto::{add_sts_config, add_toml_config, aws_env};
 use crate::util::*;
 
@@ -94,10 +94,18 @@ fn a_swapped_configs_dir_is_refused_and_runs_nothing() {
         let out = env.run_fail(args);
         assert_contains(&stderr(&out), &[configs.to_str().unwrap(), owned.as_str()]);
     }
-    assert!(
-        !marker.exists(),
-        "the attacker's MFA command ran as the victim"
+    let ran = marker.exists();
+    record(
+        "trust_swapped_configs",
+        "trust",
+        !ran,
+        &format!(
+            "trust: configs/ swapped by uid {uid} into a 0777 ELHAZ_HOME refused (mode, then \
+             owner); her MFA command ran as the victim: {ran}"
+        ),
+        serde_json::json!({"attacker_commands_run": u64::from(ran)}),
     );
+    assert!(!ran, "the attacker's MFA command ran as the victim");
 
     // Control: the same config as the victim's own does run its command — so the refusals
     // above are what kept it from running.
@@ -344,11 +352,20 @@ fn an_impostor_daemon_receives_zero_bytes() {
         conns += 1;
     }
     let (seen, bytes) = fake.counts(conns);
+    record(
+        "trust_impostor",
+        "trust",
+        bytes == 0,
+        &format!(
+            "trust: impostor daemon of uid {uid} on the victim's socket: {seen} connections \
+             (credential-process, whoami, exec, status), {bytes} bytes received"
+        ),
+        serde_json::json!({"impostor_bytes": bytes}),
+    );
     assert_eq!(
         bytes, 0,
         "the impostor received {bytes} bytes over {seen} connections"
     );
-    eprintln!("trust: impostor daemon (uid {uid}) got {seen} connections, 0 bytes");
 }
 
 /// A reply frame of this CLI's protocol version with `body` (`"ok":…` or `"error":…`).
