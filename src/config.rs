@@ -1071,6 +1071,8 @@ impl Store {
 
     /// Takes the store's write lock (blocking until it is free).
     fn lock(&self) -> Result<std::fs::File, Error> {
+        // Writes go only into a directory nobody else can swap or plant files in.
+        crate::fsafe::check_dir_chain(&self.dir)?;
         crate::paths::create_dir_mode(&self.dir, 0o700)?;
         let path = self.dir.join(".lock");
         let f = open_private(&path)?;

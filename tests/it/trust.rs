@@ -83,17 +83,20 @@ fn a_swapped_configs_dir_is_refused_and_runs_nothing() {
         "the attacker's MFA command ran as the victim"
     );
 
-    // ELHAZ_HOME fixed, but configs/ is still hers: refused by owner, for the CLI too.
+    // ELHAZ_HOME fixed, but configs/ is still hers: refused by owner, for the CLI too (and
+    // nothing of the victim's is written into it).
     chmod(env.home(), 0o700);
     let owned = format!("owned by uid {uid}");
     let configs = env.configs_dir();
     for args in [
         &["credential-process", "dev"][..],
         &["config", "show", "dev"],
+        &["config", "add", "mine", "--role-arn", ROLE_ARN],
     ] {
         let out = env.run_fail(args);
         assert_contains(&stderr(&out), &[configs.to_str().unwrap(), owned.as_str()]);
     }
+    assert!(!env.config_file("mine").exists());
     let ran = marker.exists();
     record(
         "trust_swapped_configs",
