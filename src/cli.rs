@@ -143,11 +143,15 @@ pub struct Cli {
 }
 
 /// The two hot paths in their plain spellings, recognised without clap:
-/// `credential-process NAME` and `exec NAME -- CMD [ARGS…]`. Anything else (flags, `-n`,
+/// `credential-process [--] NAME` and `exec NAME -- CMD [ARGS…]`. Anything else (flags, `-n`,
 /// missing parts) returns `None` and goes through clap as usual, so behaviour is identical.
 pub fn fast_path(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<Cli> {
-    let mut it = args.into_iter().skip(1);
+    let mut it = args.into_iter().skip(1).peekable();
     let sub = it.next()?;
+    // `credential-process -- NAME`, as `setup aws-profile` writes it.
+    if sub == "credential-process" && it.peek().is_some_and(|a| a == "--") {
+        it.next();
+    }
     let name = it.next()?.into_string().ok()?;
     if name.is_empty() || name.starts_with('-') {
         return None;
@@ -655,6 +659,7 @@ mod tests {
     fn fast_path_matches_clap() {
         for args in [
             &["elhaz", "credential-process", "dev"][..],
+            &["elhaz", "credential-process", "--", "dev"],
             &["elhaz", "exec", "dev", "--", "aws", "s3", "ls", "--", "-x"],
             &["elhaz", "exec", "dev", "--", "true"],
         ] {
@@ -666,6 +671,7 @@ mod tests {
             &["elhaz", "credential-process"][..],
             &["elhaz", "credential-process", "-n", "dev"],
             &["elhaz", "credential-process", "dev", "extra"],
+            &["elhaz", "credential-process", "--", "-dev"],
             &["elhaz", "exec", "dev", "--refreshing", "--", "x"],
             &["elhaz", "exec", "dev", "--"],
             &["elhaz", "exec", "--", "x"],

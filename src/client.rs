@@ -11,7 +11,7 @@
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,10 +34,50 @@ pub const ENV_CLIENT_TIMEOUT: &str = "ELHAZ_CLIENT_TIMEOUT";
 /// How long `daemon start` waits for the socket to accept.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Environment variable: `USER` (name or uid) — use a shared daemon run by that user when no
+/// personal daemon runs. Overrides `[client] shared` in `elhaz.toml`; empty or `0` turns it off.
+pub const ENV_SHARED: &str = "ELHAZ_SHARED";
+
 /// A connection to a daemon (or an in-process broker).
 pub struct Client {
     transport: Transport,
     next_id: u64,
+    served: Served,
+}
+
+/// Which daemon a [`Client`] talks to, checked before a byte was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// A daemon running as us (our own, personal daemon).
+    Personal {
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// A shared daemon, running as the user `[client] shared` / `ELHAZ_SHARED` names.
+    Shared {
+        /// Its socket.
+        socket: PathBuf,
+        /// The user it runs as, as configured.
+        user: String,
+        /// Its uid, from the kernel (`SO_PEERCRED`).
+        uid: u32,
+    },
+    /// The in-process broker (`ELHAZ_NO_DAEMON=1`).
+    InProcess,
+}
+
+impl std::fmt::Display for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Served::Personal { socket } => write!(f, "your daemon at {}", socket.display()),
+            Served::Shared { socket, user, uid } => write!(
+                f,
+                "the shared daemon of user {user} (uid {uid}) at {}",
+                socket.display()
+            ),
+            Served::InProcess => f.write_str("the in-process broker (ELHAZ_NO_DAEMON=1)"),
+        }
+    }
 }
 
 enum Transport {
@@ -50,21 +90,108 @@ struct InProcess {
     state: Arc<crate::daemon::State>,
 }
 
+/// The uid of the process at the other end of `stream`, from the kernel.
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        getsockopt(stream, PeerCredentials)
+            .map(|c| c.uid())
+            .map_err(std::io::Error::from)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        nix::unistd::getpeereid(stream)
+            .map(|(uid, _)| uid.as_raw())
+            .map_err(std::io::Error::from)
+    }
+}
+
+/// Connects to `socket`; `Ok(None)` when nothing listens there.
+fn dial(socket: &Path) -> Result<Option<UnixStream>, Error> {
+    match UnixStream::connect(socket) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if is_not_running(&e) => Ok(None),
+        Err(e) => Err(Error::io(
+            format!("cannot connect to {}", socket.display()),
+            e,
+        )),
+    }
+}
+
 impl Client {
-    /// Connects to the daemon's socket; fails if no daemon is listening.
-    pub fn connect(socket: &Path) -> std::io::Result<Client> {
-        let stream = UnixStream::connect(socket)?;
+    /// Connects to the daemon's socket and checks, before sending anything, that the process
+    /// listening there runs as us; fails if no daemon is listening or it is someone else's.
+    pub fn connect(socket: &Path) -> Result<Client, Error> {
+        match Client::connect_as(socket, None)? {
+            Some(c) => Ok(c),
+            None => Err(Error::NotRunning(format!(
+                "no elhaz daemon is listening on {}",
+                socket.display()
+            ))),
+        }
+    }
+
+    /// Connects to `socket` and checks the peer: our own euid, or — with `shared` = (user,
+    /// uid) — that user's. `Ok(None)` when nothing listens there.
+    fn connect_as(socket: &Path, shared: Option<(&str, u32)>) -> Result<Option<Client>, Error> {
+        let Some(stream) = dial(socket)? else {
+            return Ok(None);
+        };
+        let uid = peer_uid(&stream).map_err(|e| {
+            Error::io(
+                format!("cannot identify the peer of {}", socket.display()),
+                e,
+            )
+        })?;
+        let me = nix::unistd::geteuid().as_raw();
+        let served = match shared {
+            _ if uid == me => Served::Personal {
+                socket: socket.to_path_buf(),
+            },
+            Some((user, want)) if uid == want => Served::Shared {
+                socket: socket.to_path_buf(),
+                user: user.to_string(),
+                uid,
+            },
+            _ => {
+                return Err(Error::WrongDaemon {
+                    socket: socket.to_path_buf(),
+                    uid,
+                    expected: match shared {
+                        Some((user, want)) => format!("you (uid {me}) or {user} (uid {want})"),
+                        None => format!("you (uid {me})"),
+                    },
+                });
+            }
+        };
         let secs = std::env::var(ENV_CLIENT_TIMEOUT)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|&s| s > 0)
             .unwrap_or(120);
-        stream.set_read_timeout(Some(Duration::from_secs(secs)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Client {
+        let io = |e| {
+            Error::io(
+                format!("cannot configure the socket {}", socket.display()),
+                e,
+            )
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(secs)))
+            .map_err(io)?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .map_err(io)?;
+        Ok(Some(Client {
             transport: Transport::Socket(stream),
             next_id: 1,
-        })
+            served,
+        }))
+    }
+
+    /// Which daemon this client talks to.
+    pub fn served(&self) -> &Served {
+        &self.served
     }
 
     /// An in-process broker over the same handlers the daemon runs.
@@ -94,6 +221,7 @@ impl Client {
         Ok(Client {
             transport: Transport::InProcess(Box::new(InProcess { runtime, state })),
             next_id: 1,
+            served: Served::InProcess,
         })
     }
 
@@ -177,6 +305,8 @@ impl Client {
 const MAX_LIST_FRAMES: usize = 10_000;
 
 fn decode_reply(payload: &[u8], id: u64) -> Result<Response, Error> {
+    let cleaned = strip_controls_in_payload(payload);
+    let payload: &[u8] = &cleaned;
     let reply: ReplyFrame = match codec::from_payload(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -241,55 +371,138 @@ pub fn connect_or_start(paths: &Paths) -> Result<Client, Error> {
     }
     start_daemon(paths, &paths.socket, &[])?;
     Client::connect(&paths.socket)
-        .map_err(|e| Error::io(format!("cannot connect to {}", paths.socket.display()), e))
 }
 
-/// Connects to a running daemon without starting one; `Ok(None)` when none runs. Without a
-/// personal daemon (and without `ELHAZ_SOCKET`), a shared daemon's socket is used if one
-/// answers — and then nothing is ever autostarted.
+/// Connects to a running daemon without starting one; `Ok(None)` when none runs.
+///
+/// The personal socket comes first, and whoever listens there must run as us — anything else
+/// is an error, never a reason to look elsewhere. Without a personal daemon (and without
+/// `ELHAZ_SOCKET`) two more places are tried: a daemon of *ours* on a shared socket (the
+/// daemon user's own CLI, via `[shared] socket` or the default), and — only when `[client]
+/// shared` or `ELHAZ_SHARED` names the user it runs as — that user's shared daemon. A shared
+/// socket served by anyone else is skipped (we then autostart our own), so a shared daemon is
+/// never used silently. When one is used, nothing is ever autostarted.
 pub fn connect_existing(paths: &Paths) -> Result<Option<Client>, Error> {
-    match Client::connect(&paths.socket) {
-        Ok(c) => return Ok(Some(c)),
-        Err(e) if !is_not_running(&e) => {
-            return Err(Error::io(
-                format!("cannot connect to {}", paths.socket.display()),
-                e,
-            ));
-        }
-        Err(_) => {}
+    if let Some(c) = Client::connect_as(&paths.socket, None)? {
+        return Ok(Some(c));
     }
     if paths.socket_explicit {
         return Ok(None);
     }
-    for shared in shared_sockets(paths) {
-        if shared == paths.socket {
+    let settings = crate::config::Settings::load(&paths.settings_file).ok();
+    let shared = shared_user(settings.as_ref())?;
+    let shared = shared.as_ref().map(|(user, uid)| (user.as_str(), *uid));
+    for socket in shared_sockets(paths, settings.as_ref()) {
+        if socket == paths.socket {
             continue;
         }
-        match Client::connect(&shared) {
-            Ok(c) => return Ok(Some(c)),
-            Err(e) if is_not_running(&e) || e.kind() == std::io::ErrorKind::PermissionDenied => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("cannot connect to {}", shared.display()),
-                    e,
-                ));
-            }
+        match Client::connect_as(&socket, shared) {
+            Ok(Some(c)) => return Ok(Some(c)),
+            Ok(None) => {}
+            // Not ours and not the configured shared daemon's: not for us, keep looking.
+            Err(Error::WrongDaemon { .. }) if shared.is_none() => {}
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
 }
 
-/// Where a shared daemon may listen: `ELHAZ_SHARED_SOCKET` / the default, and — for the
-/// daemon's own user — `[shared] socket` of its `elhaz.toml`.
-fn shared_sockets(paths: &Paths) -> Vec<std::path::PathBuf> {
-    let mut v = vec![paths.shared_socket.clone()];
-    if let Ok(settings) = crate::config::Settings::load(&paths.settings_file)
-        && let Some(s) = settings.shared.and_then(|s| s.socket)
+/// The shared daemon's user, from `ELHAZ_SHARED` or `[client] shared`, resolved to a uid.
+fn shared_user(settings: Option<&crate::config::Settings>) -> Result<Option<(String, u32)>, Error> {
+    let configured = match std::env::var(ENV_SHARED) {
+        Ok(v) if v.is_empty() || v == "0" => None,
+        Ok(v) => Some(v),
+        Err(_) => settings
+            .and_then(|s| s.client.as_ref())
+            .and_then(|c| c.shared.clone()),
+    };
+    let Some(user) = configured.map(|u| u.trim().to_string()) else {
+        return Ok(None);
+    };
+    let uid = match user.parse::<u32>() {
+        Ok(uid) => uid,
+        Err(_) => nix::unistd::User::from_name(&user)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                Error::NotRunning(format!(
+                    "the shared daemon's user {user:?} ({ENV_SHARED} or [client] shared) does not exist on this machine"
+                ))
+            })?
+            .uid
+            .as_raw(),
+    };
+    Ok(Some((user, uid)))
+}
+
+/// Where a shared daemon may listen: `[client] shared_socket`, `ELHAZ_SHARED_SOCKET` / the
+/// default, and — for the daemon's own user — `[shared] socket` of its `elhaz.toml`.
+fn shared_sockets(paths: &Paths, settings: Option<&crate::config::Settings>) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if std::env::var_os(crate::paths::ENV_SHARED_SOCKET).is_none()
+        && let Some(s) = settings
+            .and_then(|s| s.client.as_ref())
+            .and_then(|c| c.shared_socket.clone())
+    {
+        v.push(s);
+    }
+    v.push(paths.shared_socket.clone());
+    if let Some(s) = settings
+        .and_then(|s| s.shared.as_ref())
+        .and_then(|s| s.socket.clone())
         && !v.contains(&s)
     {
         v.push(s);
     }
     v
+}
+
+/// Text from a daemon made safe for a terminal: control characters (C0 but tab and newline,
+/// DEL, C1 — escape sequences, bells, carriage returns) removed. Every string of every reply
+/// passes through this in [`decode_reply`], so error messages, MFA serials and notes the CLI
+/// prints can never drive the user's terminal.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if s.contains(bad) {
+        std::borrow::Cow::Owned(s.chars().filter(|c| !bad(*c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// A reply payload with [`terminal_safe`] applied to every string in it. JSON can carry a
+/// control character only as a `\u` escape, or raw for DEL and C1 (U+0080–U+009F, UTF-8
+/// `C2 80`–`C2 9F`): a payload with none of those is returned as it is, without a second parse
+/// (the credential-process hot path).
+fn strip_controls_in_payload(payload: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let suspicious = payload.windows(2).any(|w| {
+        (w[0] == b'\\' && w[1] == b'u') || (w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1]))
+    }) || payload.contains(&0x7F);
+    if !suspicious {
+        return std::borrow::Cow::Borrowed(payload);
+    }
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let std::borrow::Cow::Owned(clean) = terminal_safe(s) {
+                    *s = clean;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(o) => o.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(mut v) => {
+            walk(&mut v);
+            // Re-encoding a value we just parsed cannot fail.
+            std::borrow::Cow::Owned(serde_json::to_vec(&v).unwrap_or_default())
+        }
+        Err(_) => std::borrow::Cow::Borrowed(payload),
+    }
 }
 
 /// Errors that mean "no daemon listens there".
@@ -311,15 +524,8 @@ pub enum Started {
 
 /// Pings the daemon listening on `socket`: its pid if it answers.
 pub fn ping(socket: &Path) -> Result<Option<u32>, Error> {
-    let mut c = match Client::connect(socket) {
-        Ok(c) => c,
-        Err(e) if is_not_running(&e) => return Ok(None),
-        Err(e) => {
-            return Err(Error::io(
-                format!("cannot connect to {}", socket.display()),
-                e,
-            ));
-        }
+    let Some(mut c) = Client::connect_as(socket, None)? else {
+        return Ok(None);
     };
     match c.call(Request::Ping)? {
         Response::Pong { pid, .. } => Ok(Some(pid)),

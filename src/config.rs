@@ -29,7 +29,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,8 +36,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
 
-/// Largest config or settings file we read.
-pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+use crate::fsafe::sync_dir;
+pub use crate::fsafe::{MAX_CONFIG_BYTES, atomic_write, open_private, read_config_file};
 
 /// AWS limits for AssumeRole and AssumeRoleWithWebIdentity DurationSeconds.
 pub const ROLE_DURATION_LIMITS: (u64, u64) = (900, 43_200);
@@ -50,11 +49,13 @@ pub const CHAINED_ROLE_MAX: u64 = 3_600;
 pub const BOTOCORE_ADVISORY_WINDOW: u64 = 15 * 60;
 
 /// Checks a session name: `[A-Za-z0-9._-]{1,64}`, not starting with `.` (so `.lock` and temp
-/// files can never collide with a config).
+/// files can never collide with a config) nor `-` (so a name is never parsed as a flag, e.g.
+/// in a generated `credential_process` line).
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
+        && !name.starts_with('-')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -237,7 +238,7 @@ checked_string!(
 
 fn check_session_ref(s: &str) -> Result<(), String> {
     validate_name(s).map_err(|_| {
-        "invalid session name: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.')"
+        "invalid session name: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.' or '-')"
             .to_string()
     })
 }
@@ -878,6 +879,23 @@ pub struct Settings {
     /// `daemon start --shared`: a daemon for a dedicated user, serving other users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedSettings>,
+    /// `[client]`: which daemon the CLI may use besides your own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSettings>,
+}
+
+/// `[client]` in `elhaz.toml`: the CLI uses a shared daemon only when this (or
+/// `ELHAZ_SHARED=USER`) names the user it must run as.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The user (name or numeric uid) a shared daemon runs as; without it no shared daemon is
+    /// ever used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
+    /// Where that daemon listens (default: `ELHAZ_SHARED_SOCKET`, else `/run/elhaz/elhaz.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_socket: Option<PathBuf>,
 }
 
 /// Default socket of a shared daemon (discovered by the CLI when no personal daemon runs).
@@ -1016,6 +1034,16 @@ impl Settings {
                 }
             }
         }
+        if s.client
+            .as_ref()
+            .and_then(|c| c.shared.as_deref())
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            bad(
+                "client.shared",
+                "names the user a shared daemon runs as, e.g. \"elhaz\"",
+            );
+        }
         if s.idle_timeout.is_some_and(|w| w.0 == 0) {
             bad(
                 "idle_timeout",
@@ -1053,58 +1081,6 @@ impl Settings {
     pub fn rewarm(&self) -> bool {
         self.rewarm.unwrap_or(true)
     }
-}
-
-/// Reads a config-like file safely: no symlinks, regular files only, bounded size, UTF-8.
-/// `Ok(None)` when it does not exist.
-pub fn read_config_file(file: &Path) -> Result<Option<String>, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(file);
-    let f = match f {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(Error::InvalidConfig {
-                file: file.to_path_buf(),
-                message: "is a symbolic link; elhaz only reads regular files it owns".into(),
-            });
-        }
-        Err(e) => return Err(Error::io(format!("cannot open {}", file.display()), e)),
-    };
-    let meta = f
-        .metadata()
-        .map_err(|e| Error::io(format!("cannot inspect {}", file.display()), e))?;
-    if !meta.is_file() {
-        return Err(Error::InvalidConfig {
-            file: file.to_path_buf(),
-            message: "is not a regular file".into(),
-        });
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(Error::InvalidConfig {
-            file: file.to_path_buf(),
-            message: format!(
-                "is {} bytes; config files are limited to {MAX_CONFIG_BYTES}",
-                meta.len()
-            ),
-        });
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| Error::InvalidConfig {
-            file: file.to_path_buf(),
-            message: format!(
-                "is not valid UTF-8 (at byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        })
 }
 
 /// The directory of session configs.
@@ -1200,6 +1176,8 @@ impl Store {
 
     /// Takes the store's write lock (blocking until it is free).
     fn lock(&self) -> Result<std::fs::File, Error> {
+        // Writes go only into a directory nobody else can swap or plant files in.
+        crate::fsafe::check_dir_chain(&self.dir)?;
         crate::paths::create_dir_mode(&self.dir, 0o700)?;
         let path = self.dir.join(".lock");
         let f = open_private(&path)?;
@@ -1241,44 +1219,6 @@ impl Store {
             Err(e) => Err(Error::io(format!("cannot remove {}", file.display()), e)),
         }
     }
-}
-
-/// Opens (creating if needed) a file readable only by us.
-pub fn open_private(path: &Path) -> Result<std::fs::File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
-}
-
-/// Writes `bytes` to `path` atomically: temp file (0600) in the same directory, fsync, rename
-/// over `path`, fsync the directory. On any failure the old file is untouched and the temp file
-/// removed.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", stem.unwrap_or_default()))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("cannot create a temp file in {}", dir.display()), e))?;
-    let ctx = || format!("cannot write {}", path.display());
-    tmp.write_all(bytes).map_err(|e| Error::io(ctx(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(ctx(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(ctx(), e.error))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
 }
 
 /// How many problems one file reports before stopping (each costs a re-parse).
@@ -1662,6 +1602,8 @@ mod tests {
             &"a".repeat(65),
             "..",
             "x\0",
+            "-dev",
+            "--help",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }

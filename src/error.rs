@@ -30,9 +30,20 @@ pub enum Error {
     #[error("refusing insecure path: {0}")]
     Insecure(String),
 
+    /// A file or directory elhaz trusts fails the ownership/mode rule of [`crate::fsafe`].
+    #[error("refusing {}: {problem}; {fix}", .path.display())]
+    UnsafePath {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it (owner, mode, symlink).
+        problem: String,
+        /// The command or step that fixes it.
+        fix: String,
+    },
+
     /// A session name does not match `[A-Za-z0-9._-]{1,64}`.
     #[error(
-        "invalid session name {0:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.')"
+        "invalid session name {0:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not starting with '.' or '-')"
     )]
     InvalidName(String),
 
@@ -73,6 +84,20 @@ pub enum Error {
     /// The daemon is not running (and autostart was not possible or allowed).
     #[error("{0}")]
     NotRunning(String),
+
+    /// The process listening on a daemon socket runs as someone we do not trust.
+    #[error(
+ "refusing the daemon at {}: it runs as uid {uid}, not as {expected}; nothing was sent to it. Someone else may be listening on your socket: check `ls -ld` of its directory and who runs it, or for a shared daemon set `[client] shared` (or ELHAZ_SHARED) to the user it runs as",
+        .socket.display()
+    )]
+    WrongDaemon {
+        /// The socket.
+        socket: PathBuf,
+        /// The peer's uid, from the kernel.
+        uid: u32,
+        /// Who it should have been.
+        expected: String,
+    },
 
     /// The daemon answered with an error.
     #[error("{}", .0.message)]

@@ -10,6 +10,8 @@
 //! Library (this crate):
 //!
 //! - [`paths`] — every filesystem location, and `ELHAZ_HOME` / `ELHAZ_SOCKET`.
+//! - [`fsafe`] — filesystem safety: ssh-style owner/mode checks of every directory and config
+//!   file, `O_NOFOLLOW` opens, private dirs and atomic writes.
 //! - [`protocol`] — wire types shared by CLI and daemon, `PROTOCOL_VERSION`, error codes.
 //! - [`codec`] — length-delimited JSON framing with a hard size cap (async and blocking).
 //! - [`config`] — session config and `elhaz.toml` schema, validation, the atomic store.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod error;
+pub mod fsafe;
 pub mod import;
 pub mod keyring;
 pub mod logging;

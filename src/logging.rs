@@ -148,6 +148,8 @@ fn appender(
 
 /// Installs the daemon's subscriber. Keep the guards alive until exit.
 pub fn init_daemon(log_dir: &Path, keep: usize, also_stderr: bool) -> Result<Guards, Error> {
+    // The appender opens its files by name: no symlinked `logs/`, no planted link inside it.
+    crate::fsafe::check_log_dir(log_dir)?;
     crate::paths::create_dir_mode(log_dir, 0o700)?;
     // The default queue preallocates 128,000 lines (megabytes of idle RSS); a daemon that
     // logs a few lines a minute needs far less, and a burst beyond it is dropped, not blocked on.

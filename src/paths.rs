@@ -10,7 +10,8 @@
 //! `ELHAZ_SOCKET=PATH` overrides only the socket path (the lock and pid file stay in the run dir,
 //! so single-instance still holds per run dir).
 //!
-//! Nothing here creates anything: creation, with its modes, belongs to whoever writes.
+//! Nothing here creates anything: creation, with its modes, and the ssh-style ownership checks
+//! live in [`crate::fsafe`] (re-exported here for the callers that know them by this path).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Error;
+
+pub use crate::fsafe::{create_dir_mode, ensure_private_dir};
 
 /// Environment variable that relocates every path under one directory.
 pub const ENV_HOME: &str = "ELHAZ_HOME";
@@ -49,7 +52,8 @@ pub struct Paths {
     /// cannot be searched.
     pub keyring_index: PathBuf,
     /// Where a shared daemon listens (`ELHAZ_SHARED_SOCKET`, default `/run/elhaz/elhaz.sock`);
-    /// the CLI falls back to it when no personal daemon runs and `ELHAZ_SOCKET` is unset.
+    /// the CLI uses it when no personal daemon runs, `ELHAZ_SOCKET` is unset and `[client]
+    /// shared` / `ELHAZ_SHARED` names the user it runs as (or it runs as us).
     pub shared_socket: PathBuf,
     /// Whether `ELHAZ_SOCKET` chose the socket explicitly (then nothing is discovered).
     #[serde(skip)]
@@ -147,74 +151,6 @@ fn absolute(p: &Path) -> Result<PathBuf, Error> {
         context: format!("cannot resolve path {}", p.display()),
         source,
     })
-}
-
-/// Creates `dir` (and parents) if missing; a directory we create gets exactly `mode`,
-/// whatever the umask. An existing directory is left as it is, except that `run`-style
-/// private dirs are checked by [`ensure_private_dir`].
-pub fn create_dir_mode(dir: &Path, mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.is_dir()
-    {
-        create_dir_mode(parent, mode)?;
-    }
-    match std::fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(source) => {
-            return Err(Error::Io {
-                context: format!("cannot create directory {}", dir.display()),
-                source,
-            });
-        }
-    }
-    // The umask may have removed bits from `mode`; set it exactly.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        Error::Io {
-            context: format!("cannot set mode of {}", dir.display()),
-            source,
-        }
-    })
-}
-
-/// Makes sure `dir` exists, is owned by us and is not accessible to others.
-/// A directory of ours with looser bits is tightened to 0700; one owned by another uid is an
-/// error (we never change what we do not own).
-pub fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    create_dir_mode(dir, 0o700)?;
-    let meta = std::fs::symlink_metadata(dir).map_err(|source| Error::Io {
-        context: format!("cannot inspect {}", dir.display()),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Insecure(format!(
-            "{} is not a directory (a symlink?)",
-            dir.display()
-        )));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(Error::Insecure(format!(
-            "{} is owned by uid {}, not by you (uid {me})",
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| Error::Io {
-                context: format!("cannot set mode of {}", dir.display()),
-                source,
-            },
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ pub fn add(paths: &Paths, mut a: ConfigAddArgs) -> Result<ExitCode> {
                 }
                 (PathBuf::from("<stdin>"), s)
             } else {
-                let s = config::read_config_file(src)?
+                let s = elhaz::fsafe::read_input_file(src)?
                     .ok_or_else(|| anyhow!("--from-file {}: no such file", src.display()))?;
                 (src.clone(), s)
             };

@@ -55,7 +55,11 @@ pub fn resolve_name(paths: &Paths, given: Option<&str>) -> Result<String> {
 /// instead of prompting too (a TOTP code is single-use on AWS), then asks again without a code:
 /// the daemon's MFA session, created by the first CLI's code, serves it.
 pub(crate) fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
-    let mut c = client::connect_or_start(paths)?;
+    fetch_with(paths, &mut client::connect_or_start(paths)?, name)
+}
+
+/// [`fetch`] over a connection the caller already holds (to say which daemon served it).
+fn fetch_with(paths: &Paths, c: &mut client::Client, name: &str) -> Result<WireCredentials> {
     let mut code = None;
     let mut prompted = false;
     let mut mfa_lock: Option<std::fs::File> = None;
@@ -65,7 +69,7 @@ pub(crate) fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
             name: name.to_string(),
             mfa_code: code.take(),
         };
-        match call_noting_waits(paths, name, &mut c, request) {
+        match call_noting_waits(paths, name, c, request) {
             Ok(Response::Credentials(creds)) => return Ok(creds),
             Ok(other) => bail!("unexpected reply to a credentials request: {other:?}"),
             Err(elhaz::Error::Remote(e)) if e.code == ErrorCode::MfaRequired && !prompted => {
@@ -394,8 +398,11 @@ pub fn shell(paths: &Paths, name: &NameArg, force: bool) -> Result<ExitCode> {
     run_in_session(paths, &name, &[sh], true, Some(&banner))
 }
 
-/// Replaces this process with `command` running in session `name`'s environment; `banner`
-/// goes to stderr once the credentials are fetched, just before the command starts.
+/// Runs `command` in session `name`'s environment. Plain `exec` replaces this process (its
+/// exit status and signals are the command's own). `--refreshing` cannot: the generated
+/// `run/aws-config-NAME.PID` must be deleted when the command exits, so we spawn it, wait and
+/// then clean up (see [`wait_and_clean`]). `banner` goes to stderr once the credentials are
+/// fetched, just before the command starts.
 fn run_in_session(
     paths: &Paths,
     name: &str,
@@ -413,9 +420,11 @@ fn run_in_session(
     for k in OVERRIDING {
         cmd.env_remove(k);
     }
+    let mut c = client::connect_or_start(paths)?;
+    note_shared(&c);
     if refreshing {
         // Fetch once now so errors (and MFA prompts) happen here, not inside the child's SDK.
-        let creds = fetch(paths, &name)?;
+        let creds = fetch_with(paths, &mut c, &name)?;
         let file = refreshing_config(paths, &name, creds.region.as_deref())?;
         cmd.env("AWS_CONFIG_FILE", &file)
             .env("AWS_PROFILE", profile_name(&name))
@@ -424,10 +433,14 @@ fn run_in_session(
         if let Some(r) = &creds.region {
             cmd.env("AWS_REGION", r).env("AWS_DEFAULT_REGION", r);
         }
-    } else {
-        let creds = fetch(paths, &name)?;
-        cmd.envs(session_env(&name, &creds));
+        if let Some(b) = banner {
+            eprintln!("{b}");
+        }
+        return wait_and_clean(cmd, prog, &file);
     }
+    let creds = fetch_with(paths, &mut c, &name)?;
+    drop(c);
+    cmd.envs(session_env(&name, &creds));
     if let Some(b) = banner {
         eprintln!("{b}");
     }
@@ -437,12 +450,109 @@ fn run_in_session(
     Err(anyhow!("cannot run {}: {err}", prog.to_string_lossy()))
 }
 
+/// The child of `exec --refreshing`, for the signal handler (0: not started yet).
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// A SIGTERM/SIGHUP that arrived before the child existed.
+static PENDING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn relay_signal(sig: nix::libc::c_int) {
+    use std::sync::atomic::Ordering;
+    // SIGINT/SIGQUIT come from the terminal to the whole process group: the child gets its own
+    // copy and decides; we only outlive it to clean up. SIGTERM/SIGHUP may be ours alone.
+    if sig == nix::libc::SIGTERM || sig == nix::libc::SIGHUP {
+        let pid = CHILD.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) is async-signal-safe and touches no memory of ours. `pid` is our
+            // child; CHILD is cleared right after `wait` reaps it (a window of a few
+            // instructions in which the pid cannot have been reused in practice).
+            unsafe {
+                nix::libc::kill(pid, sig);
+            }
+        } else {
+            PENDING.store(sig, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Spawns `cmd`, relays SIGTERM/SIGHUP to it, survives the terminal's SIGINT/SIGQUIT, waits,
+/// deletes `file`, and ends the way the child did (its exit code, or the same signal).
+/// Handlers (not `SIG_IGN`) are installed before the spawn, so the child starts with default
+/// dispositions; SIGTSTP keeps its default, so Ctrl-Z stops both and `fg` resumes both.
+fn wait_and_clean(
+    mut cmd: std::process::Command,
+    prog: &std::ffi::OsStr,
+    file: &std::path::Path,
+) -> Result<ExitCode> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::Ordering;
+    let relay = SigAction::new(
+        SigHandler::Handler(relay_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let relayed = [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ];
+    for sig in relayed {
+        // SAFETY: `relay_signal` only does atomic loads/stores and kill(2), all
+        // async-signal-safe.
+        let _ = unsafe { sigaction(sig, &relay) };
+    }
+    let spawned = cmd.spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(file);
+            return Err(anyhow!("cannot run {}: {e}", prog.to_string_lossy()));
+        }
+    };
+    // A child pid fits in i32 (pid_t).
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: the child is alive or a zombie until we wait for it below.
+        unsafe {
+            nix::libc::kill(child.id() as i32, pending);
+        }
+    }
+    let status = child.wait();
+    CHILD.store(0, Ordering::SeqCst);
+    let _ = std::fs::remove_file(file);
+    let status = status.with_context(|| format!("cannot wait for {}", prog.to_string_lossy()))?;
+    if let Some(code) = status.code() {
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
+    let sig = status.signal().unwrap_or(nix::libc::SIGTERM);
+    // Die of the same signal, so our caller sees what the command did.
+    if let Ok(s) = Signal::try_from(sig) {
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: restoring the default disposition is always sound.
+        let _ = unsafe { sigaction(s, &default) };
+        let _ = nix::sys::signal::raise(s);
+    }
+    Ok(ExitCode::from((128 + sig).clamp(0, 255) as u8))
+}
+
+/// `exec` says on stderr when a shared daemon (not your own) serves it; your own daemon is
+/// the default and says nothing.
+fn note_shared(c: &client::Client) {
+    if matches!(c.served(), client::Served::Shared { .. }) {
+        eprintln!("elhaz: served by {}", c.served());
+    }
+}
+
 fn profile_name(name: &str) -> String {
     format!("elhaz-{name}")
 }
 
-/// Writes `run/aws-config-NAME`: the user's AWS config minus any secret keys, plus a profile
-/// whose `credential_process` is this binary. Nothing secret is written.
+/// Writes `run/aws-config-NAME.PID`: the user's AWS config minus any secret keys, plus a
+/// profile whose `credential_process` is this binary. Nothing secret is written; the caller
+/// deletes it when the command exits, and stale ones (a killed `exec`) are removed here and at
+/// daemon start-up.
 fn refreshing_config(
     paths: &Paths,
     name: &str,
@@ -464,28 +574,7 @@ fn refreshing_config(
     let region = region
         .map(str::to_string)
         .or_else(|| super::setup::profile_value(&user_text, &current, "region"));
-    let mut text = String::new();
-    {
-        for line in user_text.lines() {
-            let key = line
-                .split('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if matches!(
-                key.as_str(),
-                "aws_access_key_id"
-                    | "aws_secret_access_key"
-                    | "aws_session_token"
-                    | "aws_security_token"
-            ) {
-                continue;
-            }
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
+    let mut text = strip_secret_keys(&user_text);
     text.push_str(&format!(
         "\n[profile {}]\n{}\n",
         profile_name(name),
@@ -495,9 +584,51 @@ fn refreshing_config(
         text.push_str(&format!("region = {r}\n"));
     }
     elhaz::paths::ensure_private_dir(&paths.run_dir)?;
-    let file = paths.run_dir.join(format!("aws-config-{name}"));
+    elhaz::fsafe::remove_stale_aws_configs(&paths.run_dir);
+    let file = elhaz::fsafe::generated_aws_config(&paths.run_dir, name, std::process::id());
     config::atomic_write(&file, text.as_bytes())?;
     Ok(file)
+}
+
+/// Keys that hold secrets (or pair with one) in an AWS config file.
+const SECRET_KEYS: &[&str] = &[
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "aws_security_token",
+];
+
+/// An AWS config text without its secret keys, read the way botocore's `configparser` reads
+/// it: the key is everything before the first `=` *or* `:`, trimmed, case-insensitive; an
+/// indented (or blank) line after it continues its value and goes with it. Comment lines go
+/// too (a commented-out key is still a secret).
+fn strip_secret_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut dropping = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        let indented = line.starts_with([' ', '\t']);
+        if dropping && (trimmed.is_empty() || indented) {
+            continue;
+        }
+        dropping = false;
+        if trimmed.starts_with(['#', ';']) {
+            continue;
+        }
+        let key = trimmed
+            .split(['=', ':'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if trimmed.contains(['=', ':']) && SECRET_KEYS.contains(&key.as_str()) {
+            dropping = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
@@ -512,9 +643,19 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
     else {
         bail!("unexpected reply to whoami");
     };
+    let daemon = match c.served() {
+        client::Served::Personal { socket } => {
+            serde_json::json!({"kind": "personal", "socket": socket})
+        }
+        client::Served::Shared { socket, user, uid } => {
+            serde_json::json!({"kind": "shared", "socket": socket, "user": user, "uid": uid})
+        }
+        client::Served::InProcess => serde_json::json!({"kind": "in-process"}),
+    };
     if json {
         let mut v = serde_json::to_value(&id)?;
         v["session"] = name.into();
+        v["daemon"] = daemon;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("session     {name}");
@@ -525,6 +666,7 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
         if let Some(m) = &id.mfa_expiration {
             println!("mfa expires {m}");
         }
+        println!("daemon      {}", c.served());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -532,6 +674,23 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_keys_are_stripped_in_every_form_botocore_reads() {
+        let text = "[default]\nregion = eu-west-1\naws_access_key_id=AKIA1\n\
+                    AWS_Secret_Access_Key : S1\n\taws_session_token:T1\n\
+                    aws_security_token  =\n    T2\n\n    T3\noutput = json\n\
+                    # aws_secret_access_key = S2\n[profile x]\ns3 =\n  max_concurrent_requests = 2\n";
+        let out = strip_secret_keys(text);
+        for secret in ["AKIA1", "S1", "T1", "T2", "T3", "S2"] {
+            assert!(!out.contains(secret), "{secret} in {out:?}");
+        }
+        assert_eq!(
+            out,
+            "[default]\nregion = eu-west-1\noutput = json\n[profile x]\ns3 =\n  \
+             max_concurrent_requests = 2\n"
+        );
+    }
 
     #[test]
     fn quoting_round_trips_through_sh() {

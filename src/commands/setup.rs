@@ -117,9 +117,9 @@ pub fn edit_config(
     (out.concat(), conflicts)
 }
 
-/// `credential_process = <this binary> credential-process NAME`, the binary's absolute path
+/// `credential_process = <this binary> credential-process -- NAME`, the binary's absolute path
 /// quoted if it holds whitespace (SDKs split the line like a shell; it may not use `~` or
-/// variables).
+/// variables). The `--` keeps the name an operand even if a name ever started with `-`.
 pub fn credential_process_line(name: &str) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
     let exe = exe.to_string_lossy();
@@ -129,7 +129,7 @@ pub fn credential_process_line(name: &str) -> Result<String> {
         exe.into_owned()
     };
     Ok(format!(
-        "credential_process = {exe} credential-process {name}"
+        "credential_process = {exe} credential-process -- {name}"
     ))
 }
 

@@ -9,7 +9,9 @@
 //!    (`ELHAZ_SESSION`, a generated `AWS_CONFIG_FILE`, `AWS_PROFILE=elhaz-…`, …; see
 //!    [`selfref`](super::selfref)), so a daemon started inside `elhaz shell` never calls itself.
 //! 2. umask 077 for the whole daemon: every file we create is private, whatever the caller's
-//!    umask.
+//!    umask. Then every directory we use passes the ssh-style check of [`crate::fsafe`]
+//!    before `elhaz.toml` is read or a log opened; stale `run/aws-config-*` files go once the
+//!    lock (step 3) is held.
 //! 3. Take an exclusive `flock` on `run/elhaz.lock`. Held → another daemon owns this run dir:
 //!    report "already running" and exit 0. The kernel drops the lock when a daemon dies, even
 //!    by `kill -9`, so a crash never blocks the next start — unlike a pid file guess.
@@ -129,14 +131,21 @@ pub fn bind_private(socket: &Path) -> Result<UnixListener, Error> {
 
 /// Binds a shared daemon's socket: created with `mode` (umask set to match during `bind`)
 /// and handed to `group`. The directory is created with `dir_mode` and `group` only if it
-/// does not exist; an existing directory is never changed.
+/// does not exist; an existing directory is never changed. Either way the directory must pass
+/// the ssh-style check for the daemon user (owned by it or root, not writable by group or
+/// others, its parents too): only then can nobody swap the socket between `bind` and the
+/// `fchownat`/`fchmodat` below, which act relative to a descriptor of that verified directory
+/// and never follow a symlink — the socket's mode and group are never set through a path
+/// someone else could redirect.
 pub fn bind_shared(
     socket: &Path,
     mode: u32,
     dir_mode: u32,
     group: Option<&str>,
 ) -> Result<UnixListener, Error> {
-    use nix::unistd::{Gid, Group, chown};
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{FchmodatFlags, SFlag, fchmodat, fstatat};
+    use nix::unistd::{Gid, Group, fchown, fchownat};
     let gid: Option<Gid> = match group {
         Some(g) => Some(
             Group::from_name(g)
@@ -147,25 +156,60 @@ pub fn bind_shared(
         ),
         None => None,
     };
-    if let Some(dir) = socket.parent()
-        && !dir.exists()
-    {
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = socket
+        .file_name()
+        .ok_or_else(|| Error::Insecure(format!("{} names no socket file", socket.display())))?;
+    crate::fsafe::check_dir_chain(dir)?;
+    let created = !dir.exists();
+    if created {
         paths::create_dir_mode(dir, dir_mode)?;
-        if let Some(gid) = gid {
-            chown(dir, None, Some(gid))
-                .map_err(|e| Error::io(format!("cannot chgrp {}", dir.display()), e.into()))?;
-        }
     }
+    let dir_fd = nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e.into()))?;
+    if created && let Some(gid) = gid {
+        fchown(&dir_fd, None, Some(gid))
+            .map_err(|e| Error::io(format!("cannot chgrp {}", dir.display()), e.into()))?;
+    }
+    let dir_meta = std::fs::File::from(
+        dir_fd
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot inspect {}", dir.display()), e))?,
+    )
+    .metadata()
+    .map_err(|e| Error::io(format!("cannot inspect {}", dir.display()), e))?;
+    crate::fsafe::check_dir_meta(dir, &dir_meta)?;
     let old = umask(Mode::from_bits_truncate(!mode & 0o777));
     let bound = UnixListener::bind(socket);
     umask(old);
     let listener = bound.map_err(|e| Error::io(format!("cannot bind {}", socket.display()), e))?;
+    let st = fstatat(&dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| Error::io(format!("cannot inspect {}", socket.display()), e.into()))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(Error::Insecure(format!(
+            "{} is no longer the socket just bound",
+            socket.display()
+        )));
+    }
     if let Some(gid) = gid {
-        chown(socket, None, Some(gid))
+        fchownat(&dir_fd, name, None, Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| Error::io(format!("cannot chgrp {}", socket.display()), e.into()))?;
     }
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(format!("cannot set mode of {}", socket.display()), e))?;
+    // Checked above to be a socket (not a symlink) in a directory nobody else can write.
+    fchmodat(
+        &dir_fd,
+        name,
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| Error::io(format!("cannot set mode of {}", socket.display()), e.into()))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
@@ -218,6 +262,9 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     let scrubbed = unsafe { super::selfref::scrub_environment(&paths.run_dir) };
     // SAFETY-free but process-wide: from here on every file the daemon creates is private.
     umask(Mode::from_bits_truncate(0o077));
+    // Every directory we read from or write to passes the ssh-style check before a config is
+    // read (configs name commands that run as us) or a log is opened.
+    crate::fsafe::check_paths(paths)?;
     let settings = Settings::load(&paths.settings_file)?;
     // Logging first, so that lock and stale-socket decisions are in the log too.
     let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
@@ -241,6 +288,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     }
     let paths = &paths;
     let lock = acquire_lock(paths)?;
+    crate::fsafe::remove_stale_aws_configs(&paths.run_dir);
     // The pid file before the socket: whoever sees the socket accept can read the pid.
     config::atomic_write(
         &paths.pid_file,

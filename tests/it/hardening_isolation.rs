@@ -68,6 +68,30 @@ fn status_as(uid: u32, gid: u32, home: &Path) -> (bool, String) {
     (out.status.success(), stderr(&out))
 }
 
+/// `elhaz daemon status` as `uid`, told that the daemon on `socket` is a shared daemon run by
+/// root (`ELHAZ_SHARED=root`): its CLI then sends the request, so the daemon's own peer check
+/// is what refuses it. (Pointed at it as its own socket, the CLI refuses before sending.)
+fn status_via_shared(uid: u32, gid: u32, socket: &Path) -> (bool, String) {
+    let mut cmd = std::process::Command::new(bin_for_any_uid());
+    cmd.args(["daemon", "status"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("ELHAZ_HOME", "/nonexistent/elhaz-home")
+        .env("ELHAZ_AUTOSTART", "0")
+        .env("ELHAZ_SHARED_SOCKET", socket)
+        .env("ELHAZ_SHARED", "root")
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/");
+    let (status, out, _) = run_limited(&mut cmd, Duration::from_secs(20));
+    assert!(
+        status.is_some(),
+        "daemon status hung{}",
+        describe(&cmd, &out)
+    );
+    (out.status.success(), stderr(&out))
+}
+
 /// Tries to read every file as `uid`; returns the ones it could read.
 fn readable_as(uid: u32, gid: u32, files: &[PathBuf]) -> Vec<String> {
     files
@@ -163,10 +187,16 @@ fn another_uid_cannot_reach_the_socket_or_read_any_file() {
     } else {
         (false, "Permission denied".into())
     };
-    // Layer 3: the socket too: the daemon itself refuses the peer uid.
+    // Layer 3: the socket too: the other uid's CLI refuses a daemon that is not its own
+    // before sending anything, and told to trust it, the daemon itself refuses the peer uid.
     chmod(&env.socket(), 0o666);
     let (sock3, err3) = if can_exec {
-        status_as(uid, gid, env.home())
+        let (sock, err) = status_as(uid, gid, env.home());
+        assert!(
+            !sock && err.contains("refusing the daemon") && err.contains("runs as uid 0"),
+            "the other uid's CLI did not refuse a daemon of uid 0: {err}"
+        );
+        status_via_shared(uid, gid, &env.socket())
     } else {
         (false, "permission denied".into())
     };
@@ -439,18 +469,20 @@ fn secrets_never_reach_disk_logs_argv_or_environ() {
     ]);
     exec.env("AWS_CONFIG_FILE", &user_config);
     let out = limited_ok(&mut exec, Duration::from_secs(60));
-    let generated_path = env.run_dir().join("aws-config-sec");
-    let generated = std::fs::read_to_string(&generated_path).unwrap_or_default();
-    assert_eq!(
-        stdout(&out),
-        generated,
-        "the child did not get the generated config"
-    );
+    // The child printed the generated config; the file itself went when the child exited.
+    let generated = stdout(&out);
+    let left: Vec<_> = std::fs::read_dir(env.run_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("aws-config-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "generated config left behind: {left:?}");
     assert_contains(
         &generated,
         &[
             "credential_process",
-            "credential-process sec",
+            "credential-process -- sec",
             "region = eu-west-1",
         ],
     );
@@ -540,7 +572,7 @@ fn secrets_never_reach_disk_logs_argv_or_environ() {
     let line = format!(
         "secrets: {} secret strings (2 STS generations + the user's static keys) searched in \
          {} files under ELHAZ_HOME (running and stopped, incl. a trace log of {trace_lines} \
-         TRACE lines, the audit log, the warm file and run/aws-config-sec), ps, \
+         TRACE lines, the audit log, the warm file; the generated AWS config as the child saw it), ps, \
          /proc/PID/{{environ,cmdline}}, daemon list ({:.1} MB): {} found; user static keys \
          copied into the generated config: {user_keys_copied}; other uid reads environ: {}",
         secrets.len(),

@@ -29,3 +29,4 @@ mod protocol_fixtures;
 mod scale;
 mod security;
 mod shared;
+mod trust;

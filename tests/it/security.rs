@@ -60,7 +60,13 @@ fn everything_is_private_under_umask_000() {
 fn a_loose_run_dir_is_tightened_at_start() {
     let env = TestEnv::new();
     std::fs::create_dir(env.run_dir()).unwrap();
+    // Writable by others: someone may have planted something in it; refused, not tightened.
     chmod(&env.run_dir(), 0o777);
+    let out = env.run_fail(&["daemon", "start"]);
+    let fix = format!("chmod go-w {}", env.run_dir().display());
+    assert_contains(&stderr(&out), &[fix.as_str()]);
+    // Readable by others only: tightened.
+    chmod(&env.run_dir(), 0o755);
     let _d = env.start_daemon_foreground(&[]);
     assert_mode(&env.run_dir(), 0o700);
     assert_mode(&env.socket(), 0o600);
@@ -170,10 +176,19 @@ fn another_uid_is_refused() {
         "the daemon saw a connection it should never have received"
     );
 
-    // 2. Modes loosened by hand: the kernel lets it connect, the daemon still refuses.
+    // 2. Modes loosened by hand: the kernel lets it connect; the other uid's CLI refuses a
+    // daemon that is not its own before sending anything, and told to trust it as a shared
+    // daemon of root's, the daemon still refuses.
     chmod(&env.run_dir(), 0o755);
     chmod(&env.socket(), 0o666);
     let mut cmd = as_other();
+    let out = output_of(&mut cmd);
+    assert_contains(&stderr(&out), &["refusing the daemon", "runs as uid 0"]);
+    let mut cmd = as_other();
+    cmd.env("ELHAZ_HOME", "/nonexistent/elhaz-home")
+        .env("ELHAZ_SHARED_SOCKET", env.socket())
+        .env("ELHAZ_SHARED", "root")
+        .env("ELHAZ_AUTOSTART", "0");
     let out = output_of(&mut cmd);
     assert!(
         !out.status.success(),

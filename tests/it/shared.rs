@@ -1,8 +1,9 @@
 //! Shared daemon for a dedicated user, with real uids created by the test (as root): the agent
-//! uid fetches credentials for its allowed session with zero flags and zero environment, is
+//! uid fetches credentials for its allowed session with zero flags and no environment but
+//! `ELHAZ_SHARED` (it has no home for a `[client] shared` setting), is
 //! refused for other sessions and for admin requests, and cannot read any file of the daemon
 //! user. The daemon listens on the default shared socket `/run/elhaz/elhaz.sock`, because the
-//! agent gets no environment to be told otherwise.
+//! agent is told nothing else.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -63,11 +64,13 @@ impl Drop for Cleanup {
     }
 }
 
-/// A command as `uid:gid` with an empty environment (plus what the caller adds).
+/// A command as `uid:gid` with an empty environment but `ELHAZ_SHARED` naming the daemon user
+/// (plus what the caller adds).
 fn as_user(uid: u32, gid: u32, args: &[&str]) -> Command {
     let mut c = Command::new(bin_for_any_uid());
     c.args(args)
         .env_clear()
+        .env("ELHAZ_SHARED", DAEMON_USER)
         .uid(uid)
         .gid(gid)
         .current_dir("/")
@@ -207,7 +210,7 @@ fn shared_daemon_serves_allowed_agents_only() {
         dir_mode_before
     );
 
-    // The agent, with zero flags and zero environment, gets credentials for its session.
+    // The agent, with zero flags and only ELHAZ_SHARED, gets credentials for its session.
     let (c, out) = run(as_user(a_uid, group_gid, &["credential-process", "ci"]));
     assert!(out.status.success(), "{}", describe(&c, &out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
