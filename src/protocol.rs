@@ -238,6 +238,15 @@ pub struct SessionInfo {
     /// A warning about the config (e.g. a duration too short for botocore's refresh window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Seconds of validity left by the stricter of the daemon's clocks (monotonic, and wall
+    /// against STS's `Expiration` corrected for clock skew); negative once expired. Absent
+    /// from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<i64>,
+    /// STS's clock minus the daemon's, in seconds, measured from the `Date` of STS's answer;
+    /// present only when it exceeds a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// Temporary credentials on the wire. `Debug` redacts the secret parts.

@@ -188,6 +188,8 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             hits: 17,
                             sts_calls: 2,
                             warning: None,
+                            expires_in_s: None,
+                            clock_skew_secs: None,
                         },
                         SessionInfo {
                             name: "ci".into(),
@@ -205,6 +207,8 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                             warning: Some(
                                 "credentials last 15m and are refreshed 5m before expiry".into(),
                             ),
+                            expires_in_s: None,
+                            clock_skew_secs: None,
                         },
                     ],
                 },
@@ -229,6 +233,8 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                         hits: 0,
                         sts_calls: 0,
                         warning: None,
+                        expires_in_s: None,
+                        clock_skew_secs: None,
                     },
                 },
             ),
