@@ -202,6 +202,9 @@ mod tests {
     #[tokio::test]
     async fn the_timerfd_signal_arms() {
         let c = ClockChange::new();
-        assert!(c.fd.is_some(), "a timerfd with TFD_TIMER_CANCEL_ON_SET could not be armed");
+        assert!(
+            c.fd.is_some(),
+            "a timerfd with TFD_TIMER_CANCEL_ON_SET could not be armed"
+        );
     }
 }

@@ -50,8 +50,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SessionConfig, Source, Store};
-use crate::daemon::clock::{self, WallClock};
 use crate::credentials::{Credentials, LongTermKeys, rfc3339};
+use crate::daemon::clock::{self, WallClock};
 use crate::protocol::{ErrorCode, Identity, SessionInfo, WireCredentials, WireError};
 use crate::sts::{BoxFuture, Fetch, FetchRequest};
 
@@ -649,9 +649,8 @@ impl Engine {
                 }
                 // Without a code source, an MFA prompt cannot happen in the background: wait
                 // for a client to bring a code instead of retrying.
-                inner.schedule(
-                    (e.code != ErrorCode::MfaRequired).then_some((now, wall_now, delay)),
-                );
+                inner
+                    .schedule((e.code != ErrorCode::MfaRequired).then_some((now, wall_now, delay)));
                 tracing::warn!(
                     session = %session.name,
                     code = e.code.as_str(),
@@ -977,7 +976,11 @@ mod tests {
         for t in tasks {
             keys.insert(t.await.unwrap().unwrap().access_key_id.clone());
         }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "one STS call for 50 readers");
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "one STS call for 50 readers"
+        );
         assert_eq!(keys.len(), 1, "every reader got the same new credential");
         assert!(!keys.contains(&first.access_key_id), "never the stale one");
         let info = &sessions.list()[0];
@@ -993,7 +996,11 @@ mod tests {
         let (sessions, fake, offset, _d) = setup_clocked(3600, 10, &["a"]);
         let first = sessions.credentials("a", None).await.unwrap();
         tokio::time::sleep(clock::CHECK_INTERVAL * 3).await;
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "ticks alone refresh nothing");
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "ticks alone refresh nothing"
+        );
         offset.store(TWO_HOURS, Ordering::SeqCst);
         let t0 = Instant::now();
         // Bounded: the watcher ticks every CHECK_INTERVAL; allow two ticks at most.
@@ -1035,7 +1042,10 @@ mod tests {
                 assert!(left <= serve_margin(Duration::from_secs(3600)).as_secs() as i64);
             }
             if exp <= wall {
-                assert!(!matches!(info.state.as_str(), "fresh" | "stale"), "{info:?}");
+                assert!(
+                    !matches!(info.state.as_str(), "fresh" | "stale"),
+                    "{info:?}"
+                );
                 let e = sessions.credentials("a", None).await.unwrap_err();
                 assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
             }
@@ -1053,7 +1063,10 @@ mod tests {
         // Offline for ten minutes: many failed attempts; the backoff stays short.
         tokio::time::sleep(Duration::from_secs(600)).await;
         let failed = fake.calls.load(Ordering::SeqCst) - 1;
-        assert!(failed >= 600 / 15 - 5, "only {failed} attempts in 10 min offline");
+        assert!(
+            failed >= 600 / 15 - 5,
+            "only {failed} attempts in 10 min offline"
+        );
         assert_eq!(sessions.list()[0].state, "failed");
         fake.fail.store(false, Ordering::SeqCst);
         let back = Instant::now();
@@ -1072,13 +1085,21 @@ mod tests {
     async fn clock_skew_is_measured_and_shown() {
         let (sessions, _fake, offset, _d) = setup_clocked(3600, 10, &["a", "b"]);
         sessions.credentials("a", None).await.unwrap();
-        assert_eq!(sessions.list()[0].clock_skew_secs, None, "no skew, not shown");
+        assert_eq!(
+            sessions.list()[0].clock_skew_secs,
+            None,
+            "no skew, not shown"
+        );
         offset.store(-600, Ordering::SeqCst);
         sessions.credentials("b", None).await.unwrap();
         let info = sessions.list().into_iter().find(|i| i.name == "b").unwrap();
         let skew = info.clock_skew_secs.expect("a 10-minute skew is shown");
         assert!((599..=601).contains(&skew), "{info:?}");
-        assert!(info.expires_in_s.is_some_and(|s| (3590..=3600).contains(&s)), "{info:?}");
+        assert!(
+            info.expires_in_s
+                .is_some_and(|s| (3590..=3600).contains(&s)),
+            "{info:?}"
+        );
         assert_eq!(info.state, "fresh");
     }
 
@@ -1107,7 +1128,10 @@ mod tests {
         // The serve margin applies on both clocks.
         assert!(!h.servable(now, wall + Duration::from_secs(3595)));
         assert_eq!(h.left_secs(now, wall + Duration::from_secs(7200)), -3600);
-        assert_eq!(h.left(now, wall + Duration::from_secs(7200)), Duration::ZERO);
+        assert_eq!(
+            h.left(now, wall + Duration::from_secs(7200)),
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]
