@@ -106,7 +106,7 @@ impl ClockChange {
     pub async fn changed(&mut self) {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.fd {
-            match linux::wait(fd).await {
+            match linux::wait(fd, true).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "the timerfd clock-change signal failed; relying on the drift check");
@@ -115,6 +115,59 @@ impl ClockChange {
             }
         }
         std::future::pending::<()>().await
+    }
+}
+
+/// The drift check's period, [`CHECK_INTERVAL`]. On Linux a periodic `timerfd` on
+/// `CLOCK_MONOTONIC`: the kernel wakes us exactly once per period, where a tokio timer of 45 s
+/// costs up to three wake-ups (its hierarchical wheel parks until the coarse slot, then the
+/// finer ones). Elsewhere, and in unit tests (which pause tokio's clock), a tokio sleep. Create
+/// it only while there is something to check, and drop it otherwise: the kernel timer keeps
+/// firing whether or not anybody waits.
+#[derive(Debug)]
+pub struct Ticker {
+    #[cfg(all(target_os = "linux", not(test)))]
+    fd: Option<tokio::io::unix::AsyncFd<linux::Timer>>,
+}
+
+impl Ticker {
+    /// Starts ticking. Must run inside a tokio runtime with I/O and time enabled.
+    pub fn new() -> Ticker {
+        #[cfg(all(target_os = "linux", not(test)))]
+        {
+            Ticker {
+                fd: linux::periodic(CHECK_INTERVAL)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "no timerfd ticker; using a tokio timer"),
+                    )
+                    .ok(),
+            }
+        }
+        #[cfg(not(all(target_os = "linux", not(test))))]
+        {
+            Ticker {}
+        }
+    }
+
+    /// Resolves at the next tick.
+    pub async fn tick(&mut self) {
+        #[cfg(all(target_os = "linux", not(test)))]
+        if let Some(fd) = &self.fd {
+            match linux::wait(fd, false).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the timerfd ticker failed; using a tokio timer");
+                    self.fd = None;
+                }
+            }
+        }
+        tokio::time::sleep(CHECK_INTERVAL).await
+    }
+}
+
+impl Default for Ticker {
+    fn default() -> Self {
+        Ticker::new()
     }
 }
 
@@ -168,14 +221,34 @@ mod linux {
             .map_err(|e| e.into_parts().1)
     }
 
-    pub(super) async fn wait(fd: &AsyncFd<Timer>) -> std::io::Result<()> {
+    /// A periodic timer on the monotonic clock.
+    #[cfg_attr(test, allow(dead_code))]
+    pub(super) fn periodic(every: std::time::Duration) -> std::io::Result<AsyncFd<Timer>> {
+        let t = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        t.set(
+            Expiration::Interval(TimeSpec::from_duration(every)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        // SAFETY: as in `open`: `Timer` owns the fd for the `AsyncFd`'s whole life.
+        unsafe { AsyncFd::register_with_interest(Timer(t), tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+    }
+
+    /// Waits for the timer to fire (or, with `rearm`, to be cancelled by a clock change, and
+    /// then re-arms the cancel-on-set timer).
+    pub(super) async fn wait(fd: &AsyncFd<Timer>, rearm: bool) -> std::io::Result<()> {
         // Bounded: each round either returns or clears a spurious readiness and waits again.
         loop {
             let mut guard = fd.readable().await?;
             match nix::unistd::read(&fd.get_ref().0, &mut [0u8; 8]) {
                 // Cancelled by a clock set or a resume; or (in a century) expired.
                 Err(Errno::ECANCELED) | Ok(_) => {
-                    arm(&fd.get_ref().0)?;
+                    if rearm {
+                        arm(&fd.get_ref().0)?;
+                    }
                     return Ok(());
                 }
                 Err(Errno::EAGAIN | Errno::EINTR) => guard.clear_ready(),

@@ -784,10 +784,12 @@ async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
 /// no session cached it sleeps until one is loaded, so an empty daemon never wakes.
 async fn clock_watcher(engine: Arc<Engine>) {
     let mut signal = clock::ClockChange::new();
+    let mut ticker: Option<clock::Ticker> = None;
     let mut mono0 = Instant::now();
     let mut wall0 = engine.now_wall();
     loop {
         if engine.lock().is_empty() {
+            ticker = None; // no kernel timer while there is nothing to check
             tokio::select! {
                 () = engine.shutdown.cancelled() => return,
                 () = engine.watch_wake.notified() => {}
@@ -798,7 +800,7 @@ async fn clock_watcher(engine: Arc<Engine>) {
         }
         let signalled = tokio::select! {
             () = engine.shutdown.cancelled() => return,
-            () = tokio::time::sleep(clock::CHECK_INTERVAL) => false,
+            () = ticker.get_or_insert_with(clock::Ticker::new).tick() => false,
             () = signal.changed() => true,
         };
         let (mono, wall) = (Instant::now(), engine.now_wall());
