@@ -19,9 +19,9 @@
 //!   is what catches clocks that are changed without the kernel knowing (libfaketime in the
 //!   integration test) and platforms without a timerfd. It ticks on a periodic `timerfd` on
 //!   `CLOCK_MONOTONIC` on Linux ([`Ticker`]), a tokio sleep elsewhere. Its period is the
-//!   trade-off between detection delay and idle wake-ups: 45 s gives ≤ 1.4 wake-ups a minute and, with a fetch
-//!   of a few seconds, renewal within 60 s of a jump. With no session cached the watcher
-//!   sleeps on a `Notify` and never wakes.
+//!   trade-off between detection delay and idle wake-ups: 45 s gives ≤ 1.4 wake-ups a
+//!   minute and, with a fetch of a few seconds, renewal within 60 s of a jump. With no
+//!   session cached the watcher sleeps on a `Notify` and never wakes.
 //!
 //! CLOCK_BOOTTIME timers (which keep running in suspend) would cover sleep but not a clock
 //! set, and tokio cannot time on them; the timerfd covers both.
