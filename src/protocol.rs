@@ -236,7 +236,7 @@ pub struct StatusInfo {
 pub const SESSION_STATES: &[&str] = &["fresh", "refreshing", "stale", "failed", "expired", "idle"];
 
 /// One cached session as `daemon list` shows it. Holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     /// Session name.
     pub name: String,
@@ -266,6 +266,15 @@ pub struct SessionInfo {
     /// needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_expiration: Option<String>,
+    /// Seconds of validity left by the stricter of the daemon's clocks (monotonic, and wall
+    /// against STS's `Expiration` corrected for clock skew); negative once expired. Absent
+    /// from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<i64>,
+    /// STS's clock minus the daemon's, in seconds, measured from the `Date` of STS's answer;
+    /// present only when it exceeds a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// Temporary credentials on the wire. `Debug` redacts the secret parts.

@@ -13,6 +13,14 @@
 //! (chaining, resolved by the cache in-process), or a web identity token file (re-read at each
 //! refresh; tokens rotate).
 //!
+//! Clock skew: every credential call records the `Date` header of STS's answer (an SDK
+//! interceptor, [`DateCapture`]) and measures the lifetime on STS's own clock,
+//! `Expiration − Date`, instead of against our clock. A local clock that runs slow would
+//! otherwise stretch the lifetime (and the daemon would serve credentials past the real
+//! expiry); one that runs fast would shrink it (and refresh too early, or loop). The engine
+//! derives the skew from the same numbers and shows it in `daemon list`. The shared MFA
+//! session (below) is still judged against the local clock.
+//!
 //! MFA follows aws-vault: a role behind MFA is assumed from an MFA-backed GetSessionToken
 //! session (default 12 h), shared by every config with the same serial, source and STS
 //! endpoint, so background refreshes of the role need no new code until that MFA session
@@ -61,8 +69,10 @@ pub struct FetchRequest {
 pub struct Fetched {
     /// The credentials.
     pub creds: Credentials,
-    /// Lifetime measured from when the request was sent (monotonic scheduling anchors it at
-    /// the start of the fetch, so it never outlives the real expiration; not the wall clock).
+    /// Lifetime: `Expiration − Date` on STS's clock when the answer carried a `Date`, else
+    /// `Expiration` minus when the request was sent on our clock. The engine anchors it at the
+    /// start of the fetch on both its clocks, so it never outlives the real expiration, and
+    /// `creds.expiration − lifetime` is STS's clock at the request (the skew's basis).
     pub lifetime: Duration,
     /// A note for `daemon list`, e.g. the chaining cap.
     pub note: Option<String>,
@@ -95,6 +105,9 @@ struct Inner {
     client: aws_sdk_sts::Client,
     default_region: Option<Region>,
     default_creds: Option<SharedCredentialsProvider>,
+    /// The endpoint from the daemon's environment or shared config (`AWS_ENDPOINT_URL…`), for
+    /// error messages.
+    default_endpoint: Option<String>,
     /// MFA sessions by (serial, source): shared across configs, refreshed only with a code.
     mfa_sessions: Mutex<HashMap<String, Arc<Credentials>>>,
 }
@@ -147,6 +160,7 @@ impl StsFetcher {
                 client: aws_sdk_sts::Client::new(&sdk),
                 default_region: sdk.region().cloned(),
                 default_creds: sdk.credentials_provider(),
+                default_endpoint: sdk.endpoint_url().map(str::to_string),
                 mfa_sessions: Mutex::new(HashMap::new()),
             }),
         }
@@ -162,6 +176,14 @@ impl Inner {
             .map(|r| Region::new(r.0.clone()))
             .or_else(|| self.default_region.clone())
             .unwrap_or_else(|| Region::from_static("us-east-1"))
+    }
+
+    /// The STS endpoint a config's calls go to, as error messages name it.
+    fn endpoint(&self, cfg: &SessionConfig) -> String {
+        cfg.endpoint_url()
+            .map(str::to_string)
+            .or_else(|| self.default_endpoint.clone())
+            .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", self.region(cfg)))
     }
 
     fn overrides(
@@ -259,13 +281,15 @@ impl Inner {
                     .token_code(code.expose_secret());
             }
             let started = SystemTime::now();
+            let dates = DateCapture::default();
             let out = call
                 .customize()
                 .config_override(self.overrides(&cfg, Some(base)))
+                .interceptor(dates.clone())
                 .send()
                 .await
                 .map_err(|e| classify("GetSessionToken", e, cfg.mfa.is_some()))?;
-            return convert(out.credentials(), None, started, note);
+            return convert_dated(out.credentials(), None, started, dates.date(), note);
         };
 
         // A role behind MFA is assumed from a shared MFA session.
@@ -308,14 +332,16 @@ impl Inner {
             call = call.transitive_tag_keys(k);
         }
         let started = SystemTime::now();
+        let dates = DateCapture::default();
         let out = call
             .customize()
             .config_override(self.overrides(&cfg, Some(caller)))
+            .interceptor(dates.clone())
             .send()
             .await
             .map_err(|e| classify("AssumeRole", e, false))?;
         let arn = out.assumed_role_user().map(|u| u.arn().to_string());
-        convert(out.credentials(), arn, started, note)
+        convert_dated(out.credentials(), arn, started, dates.date(), note)
     }
 
     async fn web_identity(
@@ -359,14 +385,16 @@ impl Inner {
                     .build(),
             );
         }
+        let dates = DateCapture::default();
         let out = call
             .customize()
             .config_override(self.overrides(cfg, None))
+            .interceptor(dates.clone())
             .send()
             .await
             .map_err(|e| classify("AssumeRoleWithWebIdentity", e, false))?;
         let arn = out.assumed_role_user().map(|u| u.arn().to_string());
-        convert(out.credentials(), arn, started, note)
+        convert_dated(out.credentials(), arn, started, dates.date(), note)
     }
 
     /// An MFA code: from the request, else the configured command, else ask the CLI.
@@ -509,6 +537,65 @@ fn convert(
     started: SystemTime,
     note: Option<String>,
 ) -> Result<Fetched, WireError> {
+    convert_dated(c, arn, started, None, note)
+}
+
+/// Records the `Date` header of STS's last response to one call (retries overwrite it).
+#[derive(Debug, Clone, Default)]
+pub struct DateCapture(Arc<Mutex<Option<String>>>);
+
+impl DateCapture {
+    /// STS's clock at its last answer, if the answer carried a parseable `Date`.
+    pub fn date(&self) -> Option<SystemTime> {
+        let d = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        aws_smithy_types::DateTime::from_str(&d, aws_smithy_types::date_time::Format::HttpDate)
+            .ok()
+            .and_then(|d| SystemTime::try_from(d).ok())
+    }
+}
+
+impl aws_sdk_sts::config::Intercept for DateCapture {
+    fn name(&self) -> &'static str {
+        "ElhazStsDateCapture"
+    }
+
+    fn read_after_transmit(
+        &self,
+        ctx: &aws_sdk_sts::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &aws_sdk_sts::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sts::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(d) = ctx.response().headers().get("date") {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A credential's lifetime: on STS's clock (`Expiration − Date`, less the second `Date`
+/// truncates) when the answer says it, else from `started` on our clock (conservative by the
+/// round trip).
+pub fn lifetime_of(
+    expiration: SystemTime,
+    started: SystemTime,
+    sts_date: Option<SystemTime>,
+) -> Duration {
+    match sts_date {
+        Some(date) => expiration
+            .duration_since(date)
+            .unwrap_or(Duration::ZERO)
+            .saturating_sub(Duration::from_secs(1)),
+        None => expiration.duration_since(started).unwrap_or(Duration::ZERO),
+    }
+}
+
+fn convert_dated(
+    c: Option<&aws_sdk_sts::types::Credentials>,
+    arn: Option<String>,
+    started: SystemTime,
+    sts_date: Option<SystemTime>,
+    note: Option<String>,
+) -> Result<Fetched, WireError> {
     let c =
         c.ok_or_else(|| WireError::new(ErrorCode::UpstreamError, "STS returned no credentials"))?;
     let expiration = SystemTime::try_from(*c.expiration()).map_err(|e| {
@@ -517,8 +604,7 @@ fn convert(
             format!("STS returned an unusable expiration: {e}"),
         )
     })?;
-    // Lifetime measured from when we sent the request: conservative by the round trip.
-    let lifetime = expiration.duration_since(started).unwrap_or(Duration::ZERO);
+    let lifetime = lifetime_of(expiration, started, sts_date);
     Ok(Fetched {
         creds: Credentials {
             access_key_id: c.access_key_id().to_string(),
@@ -631,7 +717,21 @@ impl Fetch for LazySts {
 impl Fetch for StsFetcher {
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.fetch(req).await })
+        Box::pin(async move {
+            let (name, cfg) = (req.name.clone(), req.config.clone());
+            inner.fetch(req).await.map_err(|mut e| {
+                // Unreachable or down: name the session and the endpoint, so "no network yet
+                // after a wake-up" reads as such. The code stays `unavailable`.
+                if e.code == ErrorCode::Unavailable {
+                    e.message = format!(
+                        "session {name} (STS endpoint {}): {}",
+                        inner.endpoint(&cfg),
+                        e.message
+                    );
+                }
+                e
+            })
+        })
     }
 
     fn whoami(
@@ -671,5 +771,38 @@ impl Fetch for StsFetcher {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         sessions.get(&key).map(|c| c.expiration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_is_measured_on_sts_clock_when_it_says_it() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let exp = t + Duration::from_secs(3600);
+        // Our clock ten minutes slow: against our clock the credential would seem to live
+        // 70 minutes; STS's Date says 60 (less Date's truncated second).
+        let ours = t - Duration::from_secs(600);
+        assert_eq!(lifetime_of(exp, ours, None), Duration::from_secs(4200));
+        assert_eq!(lifetime_of(exp, ours, Some(t)), Duration::from_secs(3599));
+        // Our clock two hours fast: not "already expired".
+        let fast = t + Duration::from_secs(7200);
+        assert_eq!(lifetime_of(exp, fast, None), Duration::ZERO);
+        assert_eq!(lifetime_of(exp, fast, Some(t)), Duration::from_secs(3599));
+    }
+
+    #[test]
+    fn date_capture_parses_http_dates() {
+        let c = DateCapture::default();
+        assert_eq!(c.date(), None);
+        *c.0.lock().unwrap() = Some("Wed, 02 Dec 2026 05:27:26 GMT".into());
+        assert_eq!(
+            c.date().map(crate::credentials::rfc3339).as_deref(),
+            Some("2026-12-02T05:27:26Z")
+        );
+        *c.0.lock().unwrap() = Some("yesterday".into());
+        assert_eq!(c.date(), None);
     }
 }

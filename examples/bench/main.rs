@@ -158,6 +158,8 @@ struct Counts {
     first_fetch_clients: usize,
     warm_fetches: usize,
     slow_delay_s: f64,
+    wake_window_s: f64,
+    wake_sessions: usize,
 }
 
 impl Counts {
@@ -180,6 +182,8 @@ impl Counts {
                 first_fetch_clients: 20,
                 warm_fetches: 50,
                 slow_delay_s: 1.0,
+                wake_window_s: 3.0,
+                wake_sessions: 10,
             }
         } else {
             Counts {
@@ -199,6 +203,8 @@ impl Counts {
                 first_fetch_clients: 100,
                 warm_fetches: 1000,
                 slow_delay_s: 4.0,
+                wake_window_s: 60.0,
+                wake_sessions: 100,
             }
         }
     }
@@ -989,6 +995,11 @@ fn measure_all(b: &Bench) -> Result<Value, String> {
     ));
     let rss_ours = rss_ours(b)?;
     let rss_py = rss_py(b)?;
+    b.say(format!(
+        "idle wake-ups: a fresh daemon, idle and with {} cached sessions, {:.0}s each",
+        c.wake_sessions, c.wake_window_s
+    ));
+    let wakeups = wakeups_ours(b)?;
 
     let fast_names = [
         "bin_true",
@@ -1027,6 +1038,7 @@ fn measure_all(b: &Bench) -> Result<Value, String> {
             "ours_idle_after_bench": ours_idle,
             "py_after_bench": py_idle_main,
         },
+        "idle_wakeups": wakeups,
         "sts_calls": {
             "first_fetch_clients": c.first_fetch_clients,
             "first_fetch_calls": after_first - before,
@@ -1105,6 +1117,93 @@ fn rss_ours(b: &Bench) -> Result<Value, String> {
         ));
     }
     Ok(Value::Array(out))
+}
+
+/// The audit writer's thread name (`src/logging.rs`); reported apart, see `wakeups_ours`.
+const AUDIT_THREAD: &str = "elhaz-audit";
+
+/// Voluntary context switches of every thread of `pid`, summed by thread name.
+fn switches_by_thread(pid: u32) -> Result<BTreeMap<String, u64>, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut out = BTreeMap::new();
+    for t in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let t = t.map_err(|e| e.to_string())?.path();
+        // A thread that ends meanwhile is skipped (its switches are lost: an undercount).
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("status")),
+        ) else {
+            continue;
+        };
+        let n = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no voluntary_ctxt_switches in {}", t.display()))?;
+        *out.entry(comm.trim().to_string()).or_default() += n;
+    }
+    Ok(out)
+}
+
+/// Wake-ups per minute of `pid` over `window`: voluntary context switches of all its threads
+/// (each one is a thread going back to sleep, i.e. one wake-up), in total, without the audit
+/// writer thread, and by thread name.
+fn wake_rate(pid: u32, window: Duration) -> Result<Value, String> {
+    let before = switches_by_thread(pid)?;
+    std::thread::sleep(window);
+    let after = switches_by_thread(pid)?;
+    let per_min = |n: u64| (n as f64 * 60.0 / window.as_secs_f64() * 10.0).round() / 10.0;
+    let mut threads = serde_json::Map::new();
+    let (mut total, mut audit) = (0, 0);
+    for (name, n) in &after {
+        let d = n.saturating_sub(before.get(name).copied().unwrap_or(0));
+        total += d;
+        if name == AUDIT_THREAD {
+            audit += d;
+        }
+        threads.insert(name.clone(), json!(per_min(d)));
+    }
+    Ok(json!({
+        "per_min": per_min(total),
+        "per_min_without_audit": per_min(total - audit),
+        "threads": threads,
+    }))
+}
+
+/// Idle wake-ups of our daemon (issue #11, target ≤ 2 a minute): a fresh daemon with no
+/// session, then with `wake_sessions` cached sessions and no requests, each over
+/// `wake_window_s`. Until the audit writer stops waking every second, the total includes its
+/// ~60 a minute; `per_min_without_audit` is everything else.
+fn wakeups_ours(b: &Bench) -> Result<Value, String> {
+    let home = b.o.work.join("ours-wake");
+    let n = b.c.wake_sessions;
+    let window = Duration::from_secs_f64(b.c.wake_window_s);
+    write_file(&home.join("elhaz.toml"), "capacity = 2000\n")?;
+    for i in 1..=n {
+        write_file(
+            &home.join(format!("configs/w{i:04}.toml")),
+            &our_config(&format!("w{i:04}"), &b.o.moto_url, 3600),
+        )?;
+    }
+    let p = b.start_ours("ours-wake-daemon", &home)?;
+    let sock = home.join("run/elhaz.sock");
+    std::thread::sleep(Duration::from_millis(1500));
+    let idle = wake_rate(p.pid(), window)?;
+    let reqs = (1..=n)
+        .map(|i| measure::ours_request("add", &format!("w{i:04}")))
+        .collect();
+    fan_out(&sock, reqs, 8, br#""kind":"added""#, false)?;
+    // Settle: the runtime's blocking threads linger 10 s after their last job.
+    let settle = if b.o.smoke { 1.5 } else { 12.0 };
+    std::thread::sleep(Duration::from_secs_f64(settle));
+    let loaded = wake_rate(p.pid(), window)?;
+    Ok(json!({
+        "window_s": b.c.wake_window_s,
+        "levels": [
+            {"sessions": 0, "rate": idle},
+            {"sessions": n, "rate": loaded},
+        ],
+    }))
 }
 
 /// Python elhaz's RSS: idle, then with each level of cached sessions.

@@ -137,6 +137,25 @@ pub fn targets(r: &Value) -> Value {
             0.0
         ),
         target(
+            "idle_wake_0",
+            "idle wake-ups per minute, no session ≤ 2 (all threads)",
+            f(&r["idle_wakeups"]["levels"][0]["rate"]["per_min"]),
+            "/min",
+            "<=",
+            2.0
+        ),
+        target(
+            "idle_wake_n",
+            &format!(
+                "idle wake-ups per minute, {} cached sessions ≤ 2 (all threads)",
+                r["idle_wakeups"]["levels"][1]["sessions"]
+            ),
+            f(&r["idle_wakeups"]["levels"][1]["rate"]["per_min"]),
+            "/min",
+            "<=",
+            2.0
+        ),
+        target(
             "slow_read_p99",
             "read p99 of a cached session during a slow STS call ≤ 5 ms",
             f(&r["slow_sts"]["ours"]["reads"]["p99"]) / 1e3,
@@ -157,6 +176,26 @@ fn us(d: &Value) -> String {
 
 fn mib(kib: f64) -> String {
     format!("{} MiB", fmt_num(kib / 1024.0))
+}
+
+/// `0: 60.2 (0.2 without audit); 100: …` for the idle wake-up row.
+fn wake_list(v: &Value) -> String {
+    v["levels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    format!(
+                        "{}: {} ({} without the audit thread)",
+                        l["sessions"],
+                        fmt_num(f(&l["rate"]["per_min"])),
+                        fmt_num(f(&l["rate"]["per_min_without_audit"]))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
 }
 
 fn rss_list(v: &Value) -> String {
@@ -281,6 +320,16 @@ pub fn table(r: &Value) -> String {
         tp_list(&tp["ours"]),
         "—".into(),
         format!("echo server {}", tp_list(&tp["floor"])),
+    );
+    row(
+        &mut s,
+        &format!(
+            "idle wake-ups per minute with N cached sessions (voluntary context switches, all threads, {} s)",
+            r["idle_wakeups"]["window_s"]
+        ),
+        wake_list(&r["idle_wakeups"]),
+        "—".into(),
+        "—".into(),
     );
     row(
         &mut s,

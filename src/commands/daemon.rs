@@ -251,7 +251,12 @@ pub fn list(
                 s.name.clone(),
                 s.state.clone(),
                 s.source.clone(),
-                rel(&s.expiration, "expires in"),
+                // The daemon's own verdict (both its clocks, skew-corrected) when it gives one.
+                match s.expires_in_s {
+                    Some(left) if left >= 0 => format!("expires in {}", human_secs(left as u64)),
+                    Some(left) => format!("{} ago", human_secs(left.unsigned_abs())),
+                    None => rel(&s.expiration, "expires in"),
+                },
                 rel(&s.next_refresh, "refresh in"),
                 s.hits.to_string(),
             ]
@@ -289,6 +294,13 @@ pub fn list(
         }
         if s.mfa_expiration.is_some() {
             println!("    mfa session: {}", rel(&s.mfa_expiration, "expires in"));
+        }
+        if let Some(k) = s.clock_skew_secs {
+            println!(
+                "    clock skew: the daemon's clock is {} {} STS's (expiry is judged on STS's clock)",
+                human_secs(k.unsigned_abs()),
+                if k > 0 { "behind" } else { "ahead of" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

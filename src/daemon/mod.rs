@@ -6,12 +6,14 @@
 //!   tests drive the same code.
 //! - [`handler`] has one function per request variant.
 //! - [`sessions`] is the bounded LRU of live sessions and their refresh tasks.
+//! - [`clock`] is the wall clock the engine reads and the clock-jump (sleep/resume) signal.
 //! - [`lifecycle`] is everything around the server: single-instance lock, stale socket
 //!   recovery, socket creation with its mode, pid file, detaching, signals, idle exit, cleanup.
 //! - [`policy`] decides who may ask for what (owner, shared-mode allow rules) and applies
 //!   the per-client connection cap and per-session rate limit.
 //! - [`state`] is the shared state handed to every task.
 
+pub mod clock;
 pub mod handler;
 pub mod lifecycle;
 pub mod policy;

@@ -387,8 +387,7 @@ mod tests {
             last_error: None,
             hits: i as u64,
             sts_calls: 1,
-            warning: None,
-            mfa_expiration: None,
+            ..SessionInfo::default()
         }
     }
 

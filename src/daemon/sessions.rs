@@ -17,9 +17,23 @@
 //!   (minus a little jitter) and refreshes through the same single-flight path, so clients
 //!   always find fresh credentials. A failed refresh keeps the still-valid credential, records
 //!   the error and retries with exponential backoff and jitter; an expired credential is never
-//!   served.
-//! - Timing uses tokio's monotonic clock: a credential's deadline is `sent + lifetime`,
-//!   immune to wall-clock jumps, and testable under `tokio::time::pause`.
+//!   served. Failures to *reach* STS (`unavailable`: no network yet after a wake-up) retry
+//!   at least every [`RETRY_UNREACHABLE_MAX`], so fresh credentials arrive soon after the
+//!   network returns, without a request.
+//! - Timing uses two clocks. A credential's deadline is `sent + lifetime` on tokio's monotonic
+//!   clock (immune to clock changes, testable under `tokio::time::pause`) *and* the same
+//!   deadline on the wall clock (`wall(sent) + lifetime`), because the monotonic clock stops
+//!   while a laptop sleeps. The lifetime is measured on STS's clock where the answer says it
+//!   (`Expiration − Date`, see `sts`), so the wall deadline is STS's `Expiration` translated to
+//!   our clock: a local clock that is off never makes us serve past the real expiry, and one
+//!   that runs fast does not make every credential look expired. A credential is servable
+//!   only while *both* deadlines leave more than the serve margin; the refresh point exists on
+//!   both clocks too and the earlier one wins. The monotonic one is a timer of the session's
+//!   refresher; the wall one is watched by a single clock watcher for all sessions
+//!   (`daemon::clock`: a timerfd that fires on clock sets and resume, plus a coarse drift
+//!   check), which wakes every refresher whose wall-clock refresh point passed. The wall clock
+//!   is injectable ([`Sessions::with_wall_clock`]) so unit tests move it by hours without
+//!   moving tokio's clock.
 //! - Eviction (LRU overflow, `daemon remove`, shutdown) cancels the session's token — ending
 //!   its refresher — and drops its credentials at once.
 //! - Config edits take effect at the next request: each request `stat`s the session's config
@@ -46,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SessionConfig, Source, Store};
 use crate::credentials::{Credentials, LongTermKeys, rfc3339};
+use crate::daemon::clock::{self, WallClock};
 use crate::protocol::{ErrorCode, Identity, SessionInfo, WireCredentials, WireError};
 use crate::sts::{BoxFuture, Fetch, FetchRequest};
 
@@ -58,6 +73,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// After a failed fetch, requests within this long get the recorded error instead of a new
 /// STS call (a broken session must not turn every client request into an STS call).
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// Longest retry delay after a failure to reach STS (`unavailable`). Wi-Fi is often not up yet
+/// when a laptop wakes: once it is, the next attempt must come soon (fresh credentials within
+/// 30 s, fetch time included), not after a backoff of minutes. The cost while offline is one
+/// quick, failing connection attempt per cached session every 15 s or so.
+pub const RETRY_UNREACHABLE_MAX: Duration = Duration::from_secs(15);
+/// A measured clock skew larger than this is shown in `daemon list`.
+const SKEW_SHOWN_SECS: i64 = 60;
 
 /// When to refresh, measured from receipt: `lifetime − min(window, lifetime/3) − jitter`,
 /// where jitter (`0.0..=1.0` of up to 10 % of the lead) spreads refreshes of sessions loaded
@@ -182,13 +204,44 @@ fn same_identity(a: &SessionConfig, b: &SessionConfig) -> bool {
 #[derive(Debug)]
 struct Held {
     creds: Arc<Credentials>,
+    /// The deadline on the monotonic clock: `sent + lifetime`.
     expires_at: Instant,
+    /// The same deadline on the wall clock: `wall(sent) + lifetime`, i.e. STS's `Expiration`
+    /// on our clock. The monotonic clock stops during sleep; this one does not.
+    wall_expires: SystemTime,
     lifetime: Duration,
+    /// STS's clock minus ours when the request was sent, in seconds (with the round trip).
+    skew_secs: i64,
 }
 
 impl Held {
-    fn servable(&self, now: Instant) -> bool {
-        self.expires_at > now + serve_margin(self.lifetime)
+    /// Servable only while both clocks leave more than the serve margin.
+    fn servable(&self, now: Instant, wall: SystemTime) -> bool {
+        let margin = serve_margin(self.lifetime);
+        self.expires_at > now + margin && self.wall_expires > wall + margin
+    }
+
+    /// Seconds of validity left by the stricter of the two clocks (negative: expired).
+    fn left_secs(&self, now: Instant, wall: SystemTime) -> i64 {
+        let mono = secs_between(now.into_std(), self.expires_at.into_std());
+        let wall = match self.wall_expires.duration_since(wall) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        mono.min(wall)
+    }
+
+    /// Validity left by the stricter clock, zero when expired.
+    fn left(&self, now: Instant, wall: SystemTime) -> Duration {
+        Duration::from_secs(u64::try_from(self.left_secs(now, wall)).unwrap_or(0))
+    }
+}
+
+/// `to − from` in whole seconds, signed.
+fn secs_between(from: std::time::Instant, to: std::time::Instant) -> i64 {
+    match to.checked_duration_since(from) {
+        Some(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        None => -i64::try_from(from.duration_since(to).as_secs()).unwrap_or(i64::MAX),
     }
 }
 
@@ -202,6 +255,9 @@ struct Inner {
     /// When `last_error` was recorded.
     failed_at: Option<Instant>,
     next_refresh: Option<Instant>,
+    /// The same refresh point on the wall clock; the earlier of the two is due first. Both
+    /// are set together, or both `None` (nothing scheduled).
+    refresh_wall: Option<SystemTime>,
     failures: u32,
     long_term: Option<Arc<LongTermKeys>>,
     note: Option<String>,
@@ -223,6 +279,19 @@ pub struct Session {
     stamp: AtomicU64,
 }
 
+impl Inner {
+    /// Whether the scheduled refresh is due by either clock.
+    fn refresh_due(&self, now: Instant, wall: SystemTime) -> bool {
+        self.next_refresh.is_some_and(|t| t <= now) || self.refresh_wall.is_some_and(|t| t <= wall)
+    }
+
+    /// Schedules the next refresh `delay` after (`mono`, `wall`) on both clocks.
+    fn schedule(&mut self, at: Option<(Instant, SystemTime, Duration)>) {
+        self.next_refresh = at.map(|(m, _, d)| m + d);
+        self.refresh_wall = at.map(|(_, w, d)| w + d);
+    }
+}
+
 impl Session {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Our critical sections only assign fields; a panic inside one cannot leave the state
@@ -230,11 +299,12 @@ impl Session {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn info(&self) -> SessionInfo {
+    /// The session as `daemon list` shows it, judged at wall time `wall` (and now on the
+    /// monotonic clock) by the same rule that decides what is served.
+    fn info(&self, wall: SystemTime) -> SessionInfo {
         let now = Instant::now();
-        let wall = SystemTime::now();
         let inner = self.lock();
-        let valid = inner.held.as_ref().filter(|h| h.servable(now));
+        let valid = inner.held.as_ref().filter(|h| h.servable(now, wall));
         let state = match (valid.is_some(), inner.inflight.is_some(), &inner.last_error) {
             (true, true, _) => "refreshing",
             (true, false, Some(_)) => "stale",
@@ -244,13 +314,24 @@ impl Session {
             (false, false, None) if inner.held.is_some() => "expired",
             (false, false, None) => "idle",
         };
-        let to_wall = |t: Instant| rfc3339(wall + t.saturating_duration_since(now));
+        let to_wall = |t: Instant| wall + t.saturating_duration_since(now);
+        // The earlier of the two refresh points, shown on the wall clock.
+        let next_refresh = match (inner.next_refresh.map(to_wall), inner.refresh_wall) {
+            (Some(m), Some(w)) => Some(m.min(w)),
+            (m, w) => m.or(w),
+        };
         SessionInfo {
             name: self.name.clone(),
             state: state.into(),
             source: self.config.source().kind().into(),
             expiration: inner.held.as_ref().map(|h| rfc3339(h.creds.expiration)),
-            next_refresh: inner.next_refresh.map(to_wall),
+            next_refresh: next_refresh.map(rfc3339),
+            expires_in_s: inner.held.as_ref().map(|h| h.left_secs(now, wall)),
+            clock_skew_secs: inner
+                .held
+                .as_ref()
+                .map(|h| h.skew_secs)
+                .filter(|s| s.abs() > SKEW_SHOWN_SECS),
             last_error: inner.last_error.as_ref().map(|e| e.message.clone()),
             hits: self.hits.load(Ordering::Relaxed),
             sts_calls: self.sts_calls.load(Ordering::Relaxed),
@@ -269,7 +350,7 @@ impl Session {
         inner.held = None;
         inner.long_term = None;
         inner.inflight = None;
-        inner.next_refresh = None;
+        inner.schedule(None);
     }
 }
 
@@ -281,6 +362,12 @@ struct Engine {
     fetcher: Arc<dyn Fetch>,
     shutdown: CancellationToken,
     refresh_window: Duration,
+    /// The wall clock (`SystemTime::now` in production).
+    wall: WallClock,
+    /// Whether the clock watcher task was started (once, with the first session).
+    watching: std::sync::atomic::AtomicBool,
+    /// Wakes the clock watcher when a session is loaded (it sleeps while none is cached).
+    watch_wake: Notify,
 }
 
 /// The session cache (cheap to clone; clones share the cache).
@@ -298,6 +385,17 @@ impl Sessions {
         fetcher: Arc<dyn Fetch>,
         refresh_window: Duration,
     ) -> Sessions {
+        Sessions::with_wall_clock(store, capacity, fetcher, refresh_window, clock::system())
+    }
+
+    /// [`Sessions::new`] reading the wall clock from `wall` (unit tests move it).
+    pub fn with_wall_clock(
+        store: Store,
+        capacity: usize,
+        fetcher: Arc<dyn Fetch>,
+        refresh_window: Duration,
+        wall: WallClock,
+    ) -> Sessions {
         let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Sessions {
             engine: Arc::new(Engine {
@@ -306,6 +404,9 @@ impl Sessions {
                 fetcher,
                 shutdown: CancellationToken::new(),
                 refresh_window,
+                wall,
+                watching: false.into(),
+                watch_wake: Notify::new(),
             }),
         }
     }
@@ -334,10 +435,11 @@ impl Sessions {
     pub fn list(&self) -> Vec<SessionInfo> {
         let sessions: Vec<Arc<Session>> =
             self.engine.lock().iter().map(|(_, s)| s.clone()).collect();
+        let wall = self.engine.now_wall();
         sessions
             .iter()
             .map(|s| {
-                let mut info = s.info();
+                let mut info = s.info(wall);
                 info.mfa_expiration = self.engine.mfa_expiration(s, info.expiration.as_ref());
                 info
             })
@@ -353,7 +455,7 @@ impl Sessions {
     pub async fn add(&self, name: &str) -> Result<SessionInfo, WireError> {
         let session = self.engine.load(name, true)?;
         let result = self.engine.credentials_of(&session, None).await;
-        let info = session.info();
+        let info = session.info(self.engine.now_wall());
         result.map(|_| info)
     }
 
@@ -423,6 +525,32 @@ impl Engine {
     fn lock(&self) -> MutexGuard<'_, LruCache<String, Arc<Session>>> {
         // LRU operations are not interrupted by our code; a poisoned guard is still consistent.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_wall(&self) -> SystemTime {
+        self.wall.now()
+    }
+
+    /// Starts the clock watcher with the first session, and wakes it if it sleeps because
+    /// no session was cached.
+    fn watch(self: &Arc<Self>) {
+        if !self.watching.swap(true, Ordering::AcqRel) {
+            tokio::spawn(clock_watcher(self.clone()));
+        }
+        self.watch_wake.notify_one();
+    }
+
+    /// Wakes the refresher of every session whose refresh is due by either clock.
+    fn wake_due(&self, now: Instant, wall: SystemTime) -> usize {
+        let sessions: Vec<Arc<Session>> = self.lock().iter().map(|(_, s)| s.clone()).collect();
+        let mut woken = 0;
+        for s in sessions {
+            if s.lock().refresh_due(now, wall) {
+                s.wake.notify_one();
+                woken += 1;
+            }
+        }
+        woken
     }
 
     /// The cached session `name`, loading its config if it is not cached. A cached session
@@ -562,9 +690,10 @@ impl Engine {
         // At most two rounds: join a flight that turns out to need MFA, then retry with the code.
         for _ in 0..2 {
             let flight = {
+                let wall = self.now_wall();
                 let mut inner = session.lock();
                 let now = Instant::now();
-                if let Some(h) = inner.held.as_ref().filter(|h| h.servable(now)) {
+                if let Some(h) = inner.held.as_ref().filter(|h| h.servable(now, wall)) {
                     return Ok(h.clone());
                 }
                 // Negative cache: a fresh failure is answered from memory, unless this request
@@ -635,21 +764,36 @@ impl Engine {
     ) -> Result<Arc<Held>, WireError> {
         // `Fetched::lifetime` is measured from when the request was sent, so the deadline is
         // anchored there too: a slow answer must not push it past the real expiry.
+        // The wall-clock twin of `sent`: the wall deadline is `wall_sent + lifetime`.
         let sent = Instant::now();
+        let wall_sent = self.now_wall();
         let result = self.fetch_inner(session, mfa_code).await;
         let now = Instant::now();
+        let wall_now = self.now_wall();
         let jitter: f64 = rand::random();
         let mut inner = session.lock();
         inner.inflight = None;
         let out = match result {
             Ok(f) => {
+                // `expiration − lifetime` is STS's clock at the request (its `Date`) when the
+                // answer carried one; its distance from our clock is the skew.
+                let sts_sent = f.creds.expiration.checked_sub(f.lifetime);
+                let skew_secs = sts_sent.map_or(0, |t| match t.duration_since(wall_sent) {
+                    Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+                });
                 let held = Arc::new(Held {
                     creds: Arc::new(f.creds),
                     expires_at: sent + f.lifetime,
+                    wall_expires: wall_sent + f.lifetime,
                     lifetime: f.lifetime,
+                    skew_secs,
                 });
-                inner.next_refresh =
-                    Some(sent + refresh_delay(f.lifetime, self.refresh_window, jitter));
+                inner.schedule(Some((
+                    sent,
+                    wall_sent,
+                    refresh_delay(f.lifetime, self.refresh_window, jitter),
+                )));
                 inner.held = Some(held.clone());
                 inner.last_error = None;
                 inner.failed_at = None;
@@ -659,14 +803,16 @@ impl Engine {
             }
             Err(e) => {
                 inner.failures = inner.failures.saturating_add(1);
-                let left = inner
-                    .held
-                    .as_ref()
-                    .map(|h| h.expires_at.saturating_duration_since(now));
+                let left = inner.held.as_ref().map(|h| h.left(now, wall_now));
+                let mut delay = backoff_delay(inner.failures, jitter, left);
+                if e.code == ErrorCode::Unavailable {
+                    // STS unreachable (no network yet after a wake-up): try again soon.
+                    delay = delay.min(RETRY_UNREACHABLE_MAX);
+                }
                 // Without a code source, an MFA prompt cannot happen in the background: wait
                 // for a client to bring a code instead of retrying.
-                inner.next_refresh = (e.code != ErrorCode::MfaRequired)
-                    .then(|| now + backoff_delay(inner.failures, jitter, left));
+                inner
+                    .schedule((e.code != ErrorCode::MfaRequired).then_some((now, wall_now, delay)));
                 tracing::warn!(
                     session = %session.name,
                     code = e.code.as_str(),
@@ -754,6 +900,7 @@ impl Engine {
 /// A session's background refresher: sleeps until the next refresh is due, refreshes through
 /// the single-flight path, and exits when the session is evicted or the daemon stops.
 async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
+    engine.watch();
     loop {
         let next = session.lock().next_refresh;
         let sleep = async {
@@ -764,15 +911,17 @@ async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
         };
         tokio::select! {
             () = session.cancel.cancelled() => return,
-            () = session.wake.notified() => continue,
+            // Rescheduled by a client's fetch, or woken by the clock watcher: check below.
+            () = session.wake.notified() => {}
             () = sleep => {}
         }
         let flight = {
+            let wall = engine.now_wall();
             let mut inner = session.lock();
-            if inner.next_refresh.is_none_or(|t| t > Instant::now()) {
-                continue; // rescheduled meanwhile
+            if !inner.refresh_due(Instant::now(), wall) {
+                continue; // rescheduled meanwhile, or woken for nothing
             }
-            inner.next_refresh = None;
+            inner.schedule(None);
             match &inner.inflight {
                 Some(f) => f.clone(),
                 None => {
@@ -790,6 +939,46 @@ async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
                 }
             }
         }
+    }
+}
+
+/// The one clock watcher for all sessions (see `daemon::clock`): wakes on the platform's
+/// clock-change signal (Linux: clock set or resume) or every [`clock::CHECK_INTERVAL`] while
+/// sessions are cached, and wakes the refreshers whose wall-clock refresh point passed. With
+/// no session cached it sleeps until one is loaded, so an empty daemon never wakes.
+async fn clock_watcher(engine: Arc<Engine>) {
+    let mut signal = clock::ClockChange::new();
+    let mut ticker: Option<clock::Ticker> = None;
+    let mut mono0 = Instant::now();
+    let mut wall0 = engine.now_wall();
+    loop {
+        if engine.lock().is_empty() {
+            ticker = None; // no kernel timer while there is nothing to check
+            tokio::select! {
+                () = engine.shutdown.cancelled() => return,
+                () = engine.watch_wake.notified() => {}
+            }
+            mono0 = Instant::now();
+            wall0 = engine.now_wall();
+            continue;
+        }
+        let signalled = tokio::select! {
+            () = engine.shutdown.cancelled() => return,
+            () = ticker.get_or_insert_with(clock::Ticker::new).tick() => false,
+            () = signal.changed() => true,
+        };
+        let (mono, wall) = (Instant::now(), engine.now_wall());
+        let drift = clock::drift(mono - mono0, wall0, wall);
+        let woken = engine.wake_due(mono, wall);
+        if signalled || drift.abs() > clock::JUMP_THRESHOLD.as_secs_f64() {
+            tracing::info!(
+                drift_s = drift.round() as i64,
+                signalled,
+                refreshing = woken,
+                "the wall clock jumped (sleep, resume or clock change)"
+            );
+        }
+        (mono0, wall0) = (mono, wall);
     }
 }
 
@@ -873,6 +1062,42 @@ mod tests {
         delay_ms: u64,
         names: &[&str],
     ) -> (Sessions, Arc<FakeSts>, tempfile::TempDir) {
+        setup_with_clock(lifetime, delay_ms, names, clock::system())
+    }
+
+    /// Like `setup`, with a wall clock that runs `offset` seconds (signed) off the real one;
+    /// moving the offset jumps the engine's wall clock without moving tokio's.
+    fn setup_clocked(
+        lifetime: u64,
+        delay_ms: u64,
+        names: &[&str],
+    ) -> (
+        Sessions,
+        Arc<FakeSts>,
+        Arc<std::sync::atomic::AtomicI64>,
+        tempfile::TempDir,
+    ) {
+        let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let o = offset.clone();
+        let wall = WallClock::new(move || {
+            let off = o.load(Ordering::SeqCst);
+            let now = SystemTime::now();
+            if off >= 0 {
+                now + Duration::from_secs(off.unsigned_abs())
+            } else {
+                now - Duration::from_secs(off.unsigned_abs())
+            }
+        });
+        let (sessions, fake, dir) = setup_with_clock(lifetime, delay_ms, names, wall);
+        (sessions, fake, offset, dir)
+    }
+
+    fn setup_with_clock(
+        lifetime: u64,
+        delay_ms: u64,
+        names: &[&str],
+        wall: WallClock,
+    ) -> (Sessions, Arc<FakeSts>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().join("configs"));
         for n in names {
@@ -890,8 +1115,190 @@ mod tests {
             lifetime: Duration::from_secs(lifetime),
             delay: Duration::from_millis(delay_ms),
         });
-        let sessions = Sessions::new(store, 2, fake.clone(), Duration::from_secs(1200));
+        let sessions =
+            Sessions::with_wall_clock(store, 2, fake.clone(), Duration::from_secs(1200), wall);
         (sessions, fake, dir)
+    }
+
+    const TWO_HOURS: i64 = 2 * 3600;
+
+    /// The laptop slept two hours: the wall clock moved, tokio's monotonic clock did not. The
+    /// next read must not get the dead credential; 50 readers at once cost one STS call.
+    #[tokio::test(start_paused = true)]
+    async fn wall_jump_next_read_fetches_exactly_once() {
+        let (sessions, fake, offset, _d) = setup_clocked(3600, 10, &["a"]);
+        let first = sessions.credentials("a", None).await.unwrap();
+        assert_eq!(sessions.list()[0].state, "fresh");
+        offset.store(TWO_HOURS, Ordering::SeqCst);
+        let info = &sessions.list()[0];
+        assert_eq!(info.state, "expired", "{info:?}");
+        assert!(info.expires_in_s.is_some_and(|s| s < 0), "{info:?}");
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let s = sessions.clone();
+            tasks.push(tokio::spawn(async move { s.credentials("a", None).await }));
+        }
+        let mut keys = std::collections::HashSet::new();
+        for t in tasks {
+            keys.insert(t.await.unwrap().unwrap().access_key_id.clone());
+        }
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "one STS call for 50 readers"
+        );
+        assert_eq!(keys.len(), 1, "every reader got the same new credential");
+        assert!(!keys.contains(&first.access_key_id), "never the stale one");
+        let info = &sessions.list()[0];
+        assert_eq!(info.state, "fresh");
+        // The new credential is valid for the usual time again, by both clocks.
+        assert!(info.expires_in_s.is_some_and(|s| s > 3500), "{info:?}");
+    }
+
+    /// Without any request, the clock watcher notices the jump and the refresher renews
+    /// within the detection bound; with no jump, the watcher's ticks refresh nothing.
+    #[tokio::test(start_paused = true)]
+    async fn refresher_renews_after_wall_jump_within_detection_bound() {
+        let (sessions, fake, offset, _d) = setup_clocked(3600, 10, &["a"]);
+        let first = sessions.credentials("a", None).await.unwrap();
+        tokio::time::sleep(clock::CHECK_INTERVAL * 3).await;
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "ticks alone refresh nothing"
+        );
+        offset.store(TWO_HOURS, Ordering::SeqCst);
+        let t0 = Instant::now();
+        // Bounded: the watcher ticks every CHECK_INTERVAL; allow two ticks at most.
+        while fake.calls.load(Ordering::SeqCst) < 2 {
+            assert!(
+                t0.elapsed() <= clock::CHECK_INTERVAL + Duration::from_secs(1),
+                "no refresh within the detection bound"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "exactly one refresh");
+        let info = &sessions.list()[0];
+        assert_eq!(info.state, "fresh", "{info:?}");
+        let again = sessions.credentials("a", None).await.unwrap();
+        assert_ne!(again.access_key_id, first.access_key_id);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "served from memory");
+    }
+
+    /// `info` never says `fresh` (or serves) once the wall clock is past the expiration,
+    /// whatever the monotonic clock says; STS being unreachable meanwhile is reported.
+    #[tokio::test(start_paused = true)]
+    async fn info_is_never_fresh_past_expiration() {
+        let (sessions, fake, offset, _d) = setup_clocked(3600, 10, &["a"]);
+        sessions.credentials("a", None).await.unwrap();
+        fake.fail.store(true, Ordering::SeqCst);
+        // Walk the wall clock forward in 5-minute steps across the expiry.
+        for step in 0..=30i64 {
+            offset.store(step * 300, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            let wall = SystemTime::now() + Duration::from_secs((step * 300) as u64);
+            let info = sessions.list().remove(0);
+            let exp = humantime::parse_rfc3339(info.expiration.as_deref().unwrap()).unwrap();
+            let left = info.expires_in_s.unwrap();
+            if matches!(info.state.as_str(), "fresh" | "stale") {
+                assert!(exp > wall, "{step}: {info:?} is served past its expiration");
+                assert!(left > 0, "{info:?}");
+            } else if matches!(info.state.as_str(), "expired" | "failed") {
+                let margin = serve_margin(Duration::from_secs(3600)).as_secs() as i64;
+                assert!(left <= margin, "{info:?}");
+            }
+            if exp <= wall {
+                assert!(
+                    !matches!(info.state.as_str(), "fresh" | "stale"),
+                    "{info:?}"
+                );
+                let e = sessions.credentials("a", None).await.unwrap_err();
+                assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
+            }
+        }
+    }
+
+    /// Waking into no network: refresh attempts that cannot reach STS retry at least every
+    /// RETRY_UNREACHABLE_MAX, so fresh credentials arrive soon after it is back — no request.
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_sts_is_retried_soon_after_a_wake() {
+        let (sessions, fake, offset, _d) = setup_clocked(3600, 10, &["a"]);
+        sessions.credentials("a", None).await.unwrap();
+        fake.fail.store(true, Ordering::SeqCst);
+        offset.store(TWO_HOURS, Ordering::SeqCst);
+        // Offline for ten minutes: many failed attempts; the backoff stays short.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let failed = fake.calls.load(Ordering::SeqCst) - 1;
+        assert!(
+            failed >= 600 / 15 - 5,
+            "only {failed} attempts in 10 min offline"
+        );
+        assert_eq!(sessions.list()[0].state, "failed");
+        fake.fail.store(false, Ordering::SeqCst);
+        let back = Instant::now();
+        while sessions.list()[0].state != "fresh" {
+            assert!(
+                back.elapsed() <= RETRY_UNREACHABLE_MAX + Duration::from_secs(1),
+                "not fresh within {RETRY_UNREACHABLE_MAX:?} of the network's return"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A local clock ten minutes slow: the skew against STS is shown, and the wall deadline is
+    /// STS's expiration on our clock (the credential is fresh, not "expires in 70 min").
+    #[tokio::test(start_paused = true)]
+    async fn clock_skew_is_measured_and_shown() {
+        let (sessions, _fake, offset, _d) = setup_clocked(3600, 10, &["a", "b"]);
+        sessions.credentials("a", None).await.unwrap();
+        assert_eq!(
+            sessions.list()[0].clock_skew_secs,
+            None,
+            "no skew, not shown"
+        );
+        offset.store(-600, Ordering::SeqCst);
+        sessions.credentials("b", None).await.unwrap();
+        let info = sessions.list().into_iter().find(|i| i.name == "b").unwrap();
+        let skew = info.clock_skew_secs.expect("a 10-minute skew is shown");
+        assert!((599..=601).contains(&skew), "{info:?}");
+        assert!(
+            info.expires_in_s
+                .is_some_and(|s| (3590..=3600).contains(&s)),
+            "{info:?}"
+        );
+        assert_eq!(info.state, "fresh");
+    }
+
+    #[test]
+    fn held_validity_needs_both_clocks() {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let h = Held {
+            creds: Arc::new(Credentials {
+                access_key_id: "ASIA".into(),
+                secret_access_key: "s".into(),
+                session_token: "t".into(),
+                expiration: wall + Duration::from_secs(3600),
+                account_id: None,
+                arn: None,
+            }),
+            expires_at: now + Duration::from_secs(3600),
+            wall_expires: wall + Duration::from_secs(3600),
+            lifetime: Duration::from_secs(3600),
+            skew_secs: 0,
+        };
+        assert!(h.servable(now, wall));
+        // Monotonic says yes, wall says no (slept two hours), and the other way round.
+        assert!(!h.servable(now, wall + Duration::from_secs(7200)));
+        assert!(!h.servable(now + Duration::from_secs(7200), wall));
+        // The serve margin applies on both clocks.
+        assert!(!h.servable(now, wall + Duration::from_secs(3595)));
+        assert_eq!(h.left_secs(now, wall + Duration::from_secs(7200)), -3600);
+        assert_eq!(
+            h.left(now, wall + Duration::from_secs(7200)),
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]

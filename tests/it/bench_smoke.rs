@@ -145,8 +145,27 @@ fn bench_smoke_run_produces_every_figure() {
         );
         assert!(r["slow_sts"][side]["slow_call_s"].as_f64().is_some());
     }
+    let wake = r["idle_wakeups"]["levels"]
+        .as_array()
+        .expect("idle_wakeups.levels");
+    assert_eq!(wake.len(), 2, "{wake:?}");
+    assert_eq!(wake[0]["sessions"], 0);
+    for l in wake {
+        for k in ["per_min", "per_min_without_audit"] {
+            assert!(
+                l["rate"][k].as_f64().is_some_and(|x| x >= 0.0),
+                "idle_wakeups {k}: {l}"
+            );
+        }
+        assert!(
+            l["rate"]["threads"]
+                .as_object()
+                .is_some_and(|t| !t.is_empty()),
+            "{l}"
+        );
+    }
     let targets = r["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 11, "every target is evaluated");
+    assert_eq!(targets.len(), 13, "every target is evaluated");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 
     // The table on stdout and the chart.

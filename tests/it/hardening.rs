@@ -317,6 +317,9 @@ pub struct Gate {
     accept: Option<JoinHandle<()>>,
     /// Connections forwarded so far.
     pub forwarded: Arc<AtomicUsize>,
+    /// Client sides of the forwarded connections, shut down by `close` (a pooled keep-alive
+    /// connection must not outlive the outage).
+    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Gate {
@@ -334,6 +337,7 @@ impl Gate {
             stop: Arc::new(AtomicBool::new(false)),
             accept: None,
             forwarded: Arc::new(AtomicUsize::new(0)),
+            conns: Arc::default(),
         };
         g.serve(listener);
         g
@@ -347,8 +351,12 @@ impl Gate {
     fn serve(&mut self, listener: TcpListener) {
         listener.set_nonblocking(true).unwrap();
         self.stop = Arc::new(AtomicBool::new(false));
-        let (stop, upstream, forwarded) =
-            (self.stop.clone(), self.upstream, self.forwarded.clone());
+        let (stop, upstream, forwarded, conns) = (
+            self.stop.clone(),
+            self.upstream,
+            self.forwarded.clone(),
+            self.conns.clone(),
+        );
         self.accept = Some(std::thread::spawn(move || {
             // Bounded: a forgotten gate stops after ten minutes.
             let deadline = Instant::now() + Duration::from_secs(600);
@@ -356,6 +364,9 @@ impl Gate {
                 match listener.accept() {
                     Ok((client, _)) => {
                         forwarded.fetch_add(1, Ordering::SeqCst);
+                        if let Ok(c) = client.try_clone() {
+                            conns.lock().unwrap().push(c);
+                        }
                         std::thread::spawn(move || forward(client, upstream));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -364,11 +375,14 @@ impl Gate {
         }));
     }
 
-    /// Stops listening: new connections are refused.
+    /// Stops listening: new connections are refused, open ones are cut.
     pub fn close(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.accept.take() {
             let _ = h.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
 

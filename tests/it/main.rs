@@ -6,6 +6,7 @@
 mod util;
 
 mod bench_smoke;
+mod clocks;
 mod config_store;
 mod consumers;
 mod daily;
