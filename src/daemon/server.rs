@@ -4,31 +4,53 @@
 //! and one slot of the connection cap. Reading a whole frame is bounded by
 //! [`FRAME_READ_TIMEOUT`] (a slowloris client is dropped), writing a reply by
 //! [`WRITE_TIMEOUT`] (a client that never reads is dropped), and an idle keep-alive connection
-//! by [`IDLE_TIMEOUT`]. The cap is a semaphore acquired *before* `accept`, so excess clients
-//! wait in the kernel's backlog instead of costing us memory.
+//! by [`IDLE_TIMEOUT`].
 //!
-//! The peer check runs before any byte is read: the peer's uid (SO_PEERCRED / getpeereid) must
-//! be the daemon's own. Anything else is refused, logged with uid and pid, and closed — fail
-//! closed, even when the socket's mode was loosened by hand.
+//! **Admission and fairness.** The peer check runs right after `accept`, before any byte is
+//! read and before a slot is taken: the kernel's peer credentials (SO_PEERCRED / getpeereid,
+//! and the peer's real groups, see [`crate::daemon::policy`]) must be the daemon's own uid or
+//! match a shared-mode allow rule. Anything else is refused (logged with uid and pid, rate
+//! limited) and closed — fail closed, even when the socket's mode was loosened by hand. Then,
+//! in this order:
+//! 1. the peer's own cap (`max_connections_per_client`; in shared mode every non-owner uid
+//!    also has `[shared] max_connections_per_peer`, default 16) — a peer over it gets `busy`;
+//! 2. a global slot: `max_connections` minus [`OWNER_RESERVED`] slots are open to everyone,
+//!    the reserved ones only to the owner, so no other uid can ever take the owner's last
+//!    slots;
+//! 3. when no slot is free, the connection that has been *idle* longest (waiting for its
+//!    next request, or for its first byte) and holds a slot this peer may use is closed to make
+//!    room, and the new connection waits at most [`SLOT_WAIT`] for it. So silent or idle
+//!    connections — even of the owner's own uid — never make a client wait more than a
+//!    second; only connections with a request in flight are never evicted. At most
+//!    [`MAX_WAITING`] connections wait at once; beyond that, `busy`.
+//!
+//! Slots are RAII guards held by the connection task: when the task ends — normally, by a
+//! timeout, by eviction, or by a panic unwinding — the slot goes back. Non-owner peers of a
+//! shared daemon also have a request rate (`[shared] peer_rate_limit`), answered with
+//! `rate_limited` beyond it.
 //!
 //! Shutdown: [`run`] returns when its `shutdown` future resolves or the state's cancellation
 //! token fires (a `stop` request, idle timeout, `--once`). It then cancels every connection
 //! and refresh task, waits (bounded) for connection tasks to finish, and drops all sessions.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, LengthDelimitedCodecError};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec;
 use crate::daemon::State;
 use crate::daemon::handler::{self, Peer};
+use crate::daemon::policy::ConnGuard;
 use crate::protocol::{
     ErrorCode, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, RequestFrame, Response, WireError,
 };
@@ -41,23 +63,136 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for connection tasks to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connection slots only the owner may take (at most half of `max_connections`).
+pub const OWNER_RESERVED: usize = 16;
+/// How long a new connection waits for an evicted idle connection's slot.
+pub const SLOT_WAIT: Duration = Duration::from_millis(900);
+/// Most connections waiting for a slot at once.
+pub const MAX_WAITING: usize = 64;
+/// How long a refusal reply may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most refusal replies being written at once (beyond: closed without a reply).
+const MAX_REFUSING: usize = 64;
+
+/// The connection slots: open, owner-reserved, and who is idle.
+#[derive(Debug)]
+struct Slots {
+    open: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+    /// Connections waiting for a request, oldest first.
+    idle: Mutex<BTreeMap<u64, IdleEntry>>,
+    seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct IdleEntry {
+    reserved: bool,
+    evict: CancellationToken,
+}
+
+/// A connection's slot: the global permit and the peer's own. Dropping it returns both.
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    reserved: bool,
+    _peer: ConnGuard,
+}
+
+/// Registration as idle (evictable); removed on drop.
+struct IdleMark<'a> {
+    slots: &'a Slots,
+    key: u64,
+}
+
+impl Drop for IdleMark<'_> {
+    fn drop(&mut self) {
+        self.slots
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        let reserved = OWNER_RESERVED.min(max / 2);
+        Slots {
+            open: Arc::new(Semaphore::new(max - reserved)),
+            reserved: Arc::new(Semaphore::new(reserved)),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            idle: Mutex::new(BTreeMap::new()),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// A free slot now, if any: open first, then (owner only) reserved.
+    fn try_take(&self, owner: bool) -> Option<(OwnedSemaphorePermit, bool)> {
+        if let Ok(p) = self.open.clone().try_acquire_owned() {
+            return Some((p, false));
+        }
+        if owner && let Ok(p) = self.reserved.clone().try_acquire_owned() {
+            return Some((p, true));
+        }
+        None
+    }
+
+    /// Waits for a slot.
+    async fn take(&self, owner: bool) -> Option<(OwnedSemaphorePermit, bool)> {
+        if owner {
+            tokio::select! {
+                p = self.open.clone().acquire_owned() => p.ok().map(|p| (p, false)),
+                p = self.reserved.clone().acquire_owned() => p.ok().map(|p| (p, true)),
+            }
+        } else {
+            self.open
+                .clone()
+                .acquire_owned()
+                .await
+                .ok()
+                .map(|p| (p, false))
+        }
+    }
+
+    /// Closes the longest-idle connection whose slot `owner` (or not) may use.
+    fn evict(&self, owner: bool) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let key = idle
+            .iter()
+            .find(|(_, e)| owner || !e.reserved)
+            .map(|(k, _)| *k);
+        match key.and_then(|k| idle.remove(&k)) {
+            Some(e) => {
+                e.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn mark_idle<'a>(&'a self, slot: &Slot, evict: &CancellationToken) -> IdleMark<'a> {
+        let key = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            IdleEntry {
+                reserved: slot.reserved,
+                evict: evict.clone(),
+            },
+        );
+        IdleMark { slots: self, key }
+    }
+}
 
 /// Serves `listener` until `shutdown` resolves or `state.shutdown` is cancelled.
 pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(state.settings.max_connections()));
+    let slots = Arc::new(Slots::new(state.settings.max_connections()));
     let cancel = state.shutdown.clone();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            () = cancel.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed; treat as shutdown
-            },
-        };
         let stream = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -66,16 +201,63 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    crate::logging::denial(|| tracing::warn!(error = %e, "accept failed"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let state = state.clone();
+        let (peer, conn) = match check_peer(&stream, &state) {
+            Ok(p) => p,
+            Err(err) => {
+                refuse(&tracker, &slots, stream, err);
+                continue;
+            }
+        };
+        let owner = peer.access == handler::Access::Owner;
+        if let Some((permit, reserved)) = slots.try_take(owner) {
+            let slot = Slot {
+                _permit: permit,
+                reserved,
+                _peer: conn,
+            };
+            let (state, slots) = (state.clone(), slots.clone());
+            tracker
+                .spawn(async move { serve_connection(stream, peer, slot, &state, &slots).await });
+            continue;
+        }
+        // Full: make room by closing the longest-idle connection, then wait (briefly) for it.
+        let Ok(waiting) = slots.waiting.clone().try_acquire_owned() else {
+            refuse(&tracker, &slots, stream, busy());
+            continue;
+        };
+        slots.evict(owner);
+        let (state, slots2) = (state.clone(), slots.clone());
         tracker.spawn(async move {
-            connection(stream, &state).await;
-            drop(permit);
+            let taken = tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                t = tokio::time::timeout(SLOT_WAIT, slots2.take(owner)) => t,
+            };
+            drop(waiting);
+            match taken {
+                Ok(Some((permit, reserved))) => {
+                    let slot = Slot {
+                        _permit: permit,
+                        reserved,
+                        _peer: conn,
+                    };
+                    serve_connection(stream, peer, slot, &state, &slots2).await;
+                }
+                _ => {
+                    drop(conn);
+                    let mut framed = Framed::new(stream, codec::codec());
+                    let _ = tokio::time::timeout(
+                        REFUSAL_WRITE_TIMEOUT,
+                        framed.send(error_reply(0, busy())),
+                    )
+                    .await;
+                }
+            }
         });
     }
     tracing::info!("shutting down");
@@ -87,82 +269,127 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; abandoning them");
     }
+    crate::logging::flush_denials();
     crate::daemon::lifecycle::record_warm(&state);
     state.sessions.clear();
 }
 
-/// Admits the peer by its kernel-reported credentials, or says why not.
-fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
-    let Some(access) = state.policy.admit(uid, gid) else {
-        tracing::warn!(
-            peer_uid = uid,
-            peer_pid = pid.unwrap_or(-1),
-            "refused connection from another uid"
-        );
-        return Err(format!(
-            "permission denied: this daemon does not serve uid {uid}"
-        ));
-    };
-    if !state.policy.connect(uid) {
-        tracing::warn!(
-            peer_uid = uid,
-            "refused connection: per-client connection limit reached"
-        );
-        return Err(format!(
-            "too many connections from uid {uid} (max_connections_per_client)"
-        ));
-    }
-    Ok(Peer::new(uid, pid, access))
+fn busy() -> WireError {
+    WireError::new(
+        ErrorCode::Busy,
+        "the daemon is at its connection limit (max_connections); retry shortly",
+    )
 }
 
-async fn connection(stream: UnixStream, state: &Arc<State>) {
-    let peer = check_peer(&stream, state);
-    let mut framed = Framed::new(stream, codec::codec());
-    let peer = match peer {
-        Ok(p) => p,
-        Err(message) => {
-            let code = if message.starts_with("too many") {
-                ErrorCode::Busy
-            } else {
-                ErrorCode::PermissionDenied
-            };
-            let reply = error_reply(0, WireError::new(code, message));
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
-            return;
-        }
+/// Writes `err` to a refused connection and closes it, in a task bounded by
+/// [`MAX_REFUSING`]: beyond that, the connection is closed without a reply.
+fn refuse(tracker: &TaskTracker, slots: &Slots, stream: UnixStream, err: WireError) {
+    let Ok(permit) = slots.refusing.clone().try_acquire_owned() else {
+        return;
     };
-    let uid = peer.uid;
-    serve_connection(framed, peer, state).await;
-    state.policy.disconnect(uid);
+    tracker.spawn(async move {
+        let mut framed = Framed::new(stream, codec::codec());
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, framed.send(error_reply(0, err))).await;
+        drop(permit);
+    });
+}
+
+/// Admits the peer by its kernel-reported credentials and takes its per-peer slot, or says
+/// why not.
+fn check_peer(stream: &UnixStream, state: &State) -> Result<(Peer, ConnGuard), WireError> {
+    use std::os::fd::AsFd;
+    let cred = stream.peer_cred().map_err(|e| {
+        WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("cannot read peer credentials: {e}"),
+        )
+    })?;
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+    // The groups are needed (and read) only for a non-owner of a daemon with allow rules.
+    let groups = if uid != state.policy.owner() && state.policy.has_rules() {
+        crate::daemon::policy::peer_groups(stream.as_fd(), uid, gid)
+    } else {
+        Vec::new()
+    };
+    let Some(access) = state.policy.admit(uid, &groups) else {
+        crate::logging::denial(|| {
+            tracing::warn!(
+                peer_uid = uid,
+                peer_pid = pid.unwrap_or(-1),
+                "refused connection from another uid"
+            );
+        });
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("permission denied: this daemon does not serve uid {uid}"),
+        ));
+    };
+    let Some(conn) = state.policy.connect(uid) else {
+        crate::logging::denial(|| {
+            tracing::warn!(
+                peer_uid = uid,
+                "refused connection: per-client connection limit reached"
+            );
+        });
+        return Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "too many connections from uid {uid} (max_connections_per_client / \
+                 shared.max_connections_per_peer)"
+            ),
+        ));
+    };
+    Ok((Peer::new(uid, pid, access), conn))
 }
 
 async fn serve_connection(
-    mut framed: Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    stream: UnixStream,
     peer: Peer,
+    slot: Slot,
     state: &Arc<State>,
+    slots: &Slots,
 ) {
+    let mut framed = Framed::new(stream, codec::codec());
     let cancel = state.shutdown.clone();
+    let evict = CancellationToken::new();
+    let connected = tokio::time::Instant::now();
     let mut first = true;
     loop {
-        // Between requests the client may idle for IDLE_TIMEOUT before the next frame's first
-        // byte; once it starts a frame, the whole frame must arrive within FRAME_READ_TIMEOUT.
-        if !first && framed.read_buffer().is_empty() {
+        // Waiting for a request's first byte, the connection is idle and may be evicted.
+        // Between requests it may idle for IDLE_TIMEOUT; the first frame must arrive whole
+        // within FRAME_READ_TIMEOUT of connecting, a later one within FRAME_READ_TIMEOUT of
+        // its first byte.
+        let frame_deadline = if framed.read_buffer().is_empty() {
+            let idle_limit = if first {
+                FRAME_READ_TIMEOUT
+            } else {
+                IDLE_TIMEOUT
+            };
+            let mark = slots.mark_idle(&slot, &evict);
             let idle = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = tokio::time::timeout(IDLE_TIMEOUT, framed.get_ref().readable()) => r,
+                () = evict.cancelled() => {
+                    tracing::debug!(peer_pid = peer.pid.unwrap_or(-1), "closing an idle connection to make room");
+                    return;
+                }
+                r = tokio::time::timeout(idle_limit, framed.get_ref().readable()) => r,
             };
+            drop(mark);
             if !matches!(idle, Ok(Ok(()))) {
                 return;
             }
-        }
+            if first {
+                connected + FRAME_READ_TIMEOUT
+            } else {
+                tokio::time::Instant::now() + FRAME_READ_TIMEOUT
+            }
+        } else {
+            tokio::time::Instant::now() + FRAME_READ_TIMEOUT
+        };
         first = false;
         let next = tokio::select! {
             () = cancel.cancelled() => return,
-            r = tokio::time::timeout(FRAME_READ_TIMEOUT, framed.next()) => r,
+            r = tokio::time::timeout_at(frame_deadline, framed.next()) => r,
         };
         let bytes = match next {
             Err(_) => {
@@ -178,10 +405,12 @@ async fn serve_connection(
                     .get_ref()
                     .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
                 if too_large {
-                    tracing::warn!(
-                        peer_pid = peer.pid.unwrap_or(-1),
-                        "refused an oversized frame"
-                    );
+                    crate::logging::denial(|| {
+                        tracing::warn!(
+                            peer_pid = peer.pid.unwrap_or(-1),
+                            "refused an oversized frame"
+                        );
+                    });
                     let err = WireError::new(
                         ErrorCode::FrameTooLarge,
                         format!(
@@ -196,7 +425,18 @@ async fn serve_connection(
             }
             Ok(Some(Ok(bytes))) => bytes,
         };
-        let (reply, after) = handle_frame(state, peer.clone(), &bytes).await;
+        let (reply, after) = if state.policy.take_peer_token(peer.uid) {
+            handle_frame(state, peer.clone(), &bytes).await
+        } else {
+            let err = WireError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "uid {} is over its request rate (shared.peer_rate_limit); retry shortly",
+                    peer.uid
+                ),
+            );
+            (error_reply(0, err), After::default())
+        };
         let sent = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
         if after.stop || state.options.once {
             state.shutdown.cancel();
