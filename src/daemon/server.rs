@@ -17,12 +17,15 @@
 //! 2. a global slot: `max_connections` minus [`OWNER_RESERVED`] slots are open to everyone,
 //!    the reserved ones only to the owner, so no other uid can ever take the owner's last
 //!    slots;
-//! 3. when no slot is free, the connection that has been *idle* longest (waiting for its
-//!    next request, or for its first byte) and holds a slot this peer may use is closed to make
-//!    room, and the new connection waits at most [`SLOT_WAIT`] for it. So silent or idle
-//!    connections — even of the owner's own uid — never make a client wait more than a
-//!    second; only connections with a request in flight are never evicted. At most
-//!    [`MAX_WAITING`] connections wait at once; beyond that, `busy`.
+//! 3. when no slot is free, the new connection waits, and the connection that has been *idle*
+//!    longest (waiting for its next request, or for its first byte) for at least
+//!    [`EVICT_MIN_IDLE`], and holds a slot this peer may use, is closed to make room. So
+//!    silent or idle connections — even of the owner's own uid — make a client wait a few
+//!    hundred milliseconds at most; a connection with a request in flight is never closed.
+//!    At most [`MAX_WAITING`] connections wait like this; beyond them new clients wait in
+//!    the kernel's backlog (they cost no memory there). Clients that keep a connection open
+//!    between requests must therefore expect it to be closed when the daemon is full; elhaz's
+//!    own CLI opens one connection per command.
 //!
 //! Slots are RAII guards held by the connection task: when the task ends — normally, by a
 //! timeout, by eviction, or by a panic unwinding — the slot goes back. Non-owner peers of a
@@ -65,9 +68,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connection slots only the owner may take (at most half of `max_connections`).
 pub const OWNER_RESERVED: usize = 16;
-/// How long a new connection waits for an evicted idle connection's slot.
-pub const SLOT_WAIT: Duration = Duration::from_millis(900);
-/// Most connections waiting for a slot at once.
+/// When every slot is taken, a connection idle (no request in progress) for this long may be
+/// closed to make room for a waiting one.
+pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(250);
+/// How often a waiting connection looks for an idle one to evict.
+pub const EVICT_POLL: Duration = Duration::from_millis(50);
+/// Most connections waiting for a slot at once (beyond: the kernel's backlog).
 pub const MAX_WAITING: usize = 64;
 /// How long a refusal reply may take to write.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -89,6 +95,7 @@ struct Slots {
 #[derive(Debug)]
 struct IdleEntry {
     reserved: bool,
+    since: tokio::time::Instant,
     evict: CancellationToken,
 }
 
@@ -160,9 +167,11 @@ impl Slots {
     /// Closes the longest-idle connection whose slot `owner` (or not) may use.
     fn evict(&self, owner: bool) -> bool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Oldest first (keys are in marking order): the first usable one, if idle long enough.
         let key = idle
             .iter()
             .find(|(_, e)| owner || !e.reserved)
+            .filter(|(_, e)| e.since.elapsed() >= EVICT_MIN_IDLE)
             .map(|(k, _)| *k);
         match key.and_then(|k| idle.remove(&k)) {
             Some(e) => {
@@ -179,6 +188,7 @@ impl Slots {
             key,
             IdleEntry {
                 reserved: slot.reserved,
+                since: tokio::time::Instant::now(),
                 evict: evict.clone(),
             },
         );
@@ -226,37 +236,28 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
                 .spawn(async move { serve_connection(stream, peer, slot, &state, &slots).await });
             continue;
         }
-        // Full: make room by closing the longest-idle connection, then wait (briefly) for it.
-        let Ok(waiting) = slots.waiting.clone().try_acquire_owned() else {
-            refuse(&tracker, &slots, stream, busy());
-            continue;
+        // Full: wait for a slot, closing idle connections to make room. Beyond MAX_WAITING
+        // waiters, new clients wait in the kernel's backlog.
+        let waiting = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = cancel.cancelled() => break,
+            p = slots.waiting.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed; treat as shutdown
+            },
         };
-        slots.evict(owner);
-        let (state, slots2) = (state.clone(), slots.clone());
+        let (state, slots) = (state.clone(), slots.clone());
         tracker.spawn(async move {
-            let taken = tokio::select! {
-                () = state.shutdown.cancelled() => return,
-                t = tokio::time::timeout(SLOT_WAIT, slots2.take(owner)) => t,
-            };
+            let taken = wait_for_slot(&slots, owner, &state.shutdown).await;
             drop(waiting);
-            match taken {
-                Ok(Some((permit, reserved))) => {
-                    let slot = Slot {
-                        _permit: permit,
-                        reserved,
-                        _peer: conn,
-                    };
-                    serve_connection(stream, peer, slot, &state, &slots2).await;
-                }
-                _ => {
-                    drop(conn);
-                    let mut framed = Framed::new(stream, codec::codec());
-                    let _ = tokio::time::timeout(
-                        REFUSAL_WRITE_TIMEOUT,
-                        framed.send(error_reply(0, busy())),
-                    )
-                    .await;
-                }
+            if let Some((permit, reserved)) = taken {
+                let slot = Slot {
+                    _permit: permit,
+                    reserved,
+                    _peer: conn,
+                };
+                serve_connection(stream, peer, slot, &state, &slots).await;
             }
         });
     }
@@ -274,11 +275,27 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
     state.sessions.clear();
 }
 
-fn busy() -> WireError {
-    WireError::new(
-        ErrorCode::Busy,
-        "the daemon is at its connection limit (max_connections); retry shortly",
-    )
+/// Waits for a slot, evicting (every [`EVICT_POLL`]) the longest-idle connection that has been
+/// idle for [`EVICT_MIN_IDLE`]; `None` at shutdown.
+async fn wait_for_slot(
+    slots: &Slots,
+    owner: bool,
+    cancel: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, bool)> {
+    loop {
+        if let Some(t) = slots.try_take(owner) {
+            return Some(t);
+        }
+        slots.evict(owner);
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = tokio::time::timeout(EVICT_POLL, slots.take(owner)) => {
+                if let Ok(Some(t)) = r {
+                    return Some(t);
+                }
+            }
+        }
+    }
 }
 
 /// Writes `err` to a refused connection and closes it, in a task bounded by
@@ -372,7 +389,7 @@ async fn serve_connection(
                     tracing::debug!(peer_pid = peer.pid.unwrap_or(-1), "closing an idle connection to make room");
                     return;
                 }
-                r = tokio::time::timeout(idle_limit, framed.get_ref().readable()) => r,
+                r = tokio::time::timeout(idle_limit, data_ready(framed.get_ref())) => r,
             };
             drop(mark);
             if !matches!(idle, Ok(Ok(()))) {
@@ -444,6 +461,31 @@ async fn serve_connection(
         }
         if !matches!(sent, Ok(Ok(()))) {
             return;
+        }
+    }
+}
+
+/// Resolves when the peer has sent a byte (or closed). Readiness alone is not enough: tokio
+/// may report a fresh socket readable before any data arrived, and a connection must stay
+/// marked idle (evictable) until it really sends something. A `MSG_PEEK` tells.
+async fn data_ready(stream: &UnixStream) -> std::io::Result<()> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    loop {
+        stream.readable().await?;
+        let mut byte = [0u8; 1];
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            recv(
+                stream.as_raw_fd(),
+                &mut byte,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match peeked {
+            Ok(_) => return Ok(()), // a byte, or EOF (0)
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

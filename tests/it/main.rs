@@ -26,3 +26,4 @@ mod paths;
 mod protocol_fixtures;
 mod security;
 mod shared;
+mod trust_shared;
