@@ -18,10 +18,12 @@
 //!    the reserved ones only to the owner, so no other uid can ever take the owner's last
 //!    slots;
 //! 3. when no slot is free, the new connection waits, and the connection that has been *idle*
-//!    longest (waiting for its next request, or for its first byte) for at least
-//!    [`EVICT_MIN_IDLE`], and holds a slot this peer may use, is closed to make room. So
-//!    silent or idle connections — even of the owner's own uid — make a client wait a few
-//!    hundred milliseconds at most; a connection with a request in flight is never closed.
+//!    longest — silent since connecting for [`EVICT_MIN_SILENT`] (250 ms), or between
+//!    requests for [`EVICT_MIN_IDLE`] (750 ms) — and holds a slot this peer may use, is
+//!    closed to make room. So silent or idle connections — even of the owner's own uid —
+//!    make a client wait well under a second; a connection with a request in flight is never
+//!    closed. (Readiness is confirmed with `MSG_PEEK`: tokio may report a fresh socket
+//!    readable before any byte arrived.)
 //!    At most [`MAX_WAITING`] connections wait like this; beyond them new clients wait in
 //!    the kernel's backlog (they cost no memory there). Clients that keep a connection open
 //!    between requests must therefore expect it to be closed when the daemon is full; elhaz's
@@ -68,9 +70,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connection slots only the owner may take (at most half of `max_connections`).
 pub const OWNER_RESERVED: usize = 16;
-/// When every slot is taken, a connection idle (no request in progress) for this long may be
-/// closed to make room for a waiting one.
-pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(250);
+/// When every slot is taken, a connection that has sent nothing yet for this long may be
+/// closed to make room for a waiting one (a real client sends its request at once).
+pub const EVICT_MIN_SILENT: Duration = Duration::from_millis(250);
+/// When every slot is taken, a connection idle between requests for this long may be closed
+/// to make room for a waiting one (longer than for a silent one: a busy client's gap between
+/// two requests can be long on a loaded machine).
+pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(750);
 /// How often a waiting connection looks for an idle one to evict.
 pub const EVICT_POLL: Duration = Duration::from_millis(50);
 /// Most connections waiting for a slot at once (beyond: the kernel's backlog).
@@ -95,6 +101,8 @@ struct Slots {
 #[derive(Debug)]
 struct IdleEntry {
     reserved: bool,
+    /// No request received yet on this connection.
+    silent: bool,
     since: tokio::time::Instant,
     evict: CancellationToken,
 }
@@ -167,11 +175,17 @@ impl Slots {
     /// Closes the longest-idle connection whose slot `owner` (or not) may use.
     fn evict(&self, owner: bool) -> bool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Oldest first (keys are in marking order): the first usable one, if idle long enough.
+        // Oldest first (keys are in marking order): the first usable one idle long enough.
         let key = idle
             .iter()
-            .find(|(_, e)| owner || !e.reserved)
-            .filter(|(_, e)| e.since.elapsed() >= EVICT_MIN_IDLE)
+            .find(|(_, e)| {
+                let min = if e.silent {
+                    EVICT_MIN_SILENT
+                } else {
+                    EVICT_MIN_IDLE
+                };
+                (owner || !e.reserved) && e.since.elapsed() >= min
+            })
             .map(|(k, _)| *k);
         match key.and_then(|k| idle.remove(&k)) {
             Some(e) => {
@@ -182,12 +196,18 @@ impl Slots {
         }
     }
 
-    fn mark_idle<'a>(&'a self, slot: &Slot, evict: &CancellationToken) -> IdleMark<'a> {
+    fn mark_idle<'a>(
+        &'a self,
+        slot: &Slot,
+        silent: bool,
+        evict: &CancellationToken,
+    ) -> IdleMark<'a> {
         let key = self.seq.fetch_add(1, Ordering::Relaxed);
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).insert(
             key,
             IdleEntry {
                 reserved: slot.reserved,
+                silent,
                 since: tokio::time::Instant::now(),
                 evict: evict.clone(),
             },
@@ -276,7 +296,7 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
 }
 
 /// Waits for a slot, evicting (every [`EVICT_POLL`]) the longest-idle connection that has been
-/// idle for [`EVICT_MIN_IDLE`]; `None` at shutdown.
+/// silent for [`EVICT_MIN_SILENT`] or idle for [`EVICT_MIN_IDLE`]; `None` at shutdown.
 async fn wait_for_slot(
     slots: &Slots,
     owner: bool,
@@ -382,7 +402,7 @@ async fn serve_connection(
             } else {
                 IDLE_TIMEOUT
             };
-            let mark = slots.mark_idle(&slot, &evict);
+            let mark = slots.mark_idle(&slot, first, &evict);
             let idle = tokio::select! {
                 () = cancel.cancelled() => return,
                 () = evict.cancelled() => {

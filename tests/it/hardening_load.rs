@@ -147,7 +147,7 @@ async fn round_trip(s: &mut tokio::net::UnixStream, payload: &str) -> Result<Val
 /// checking each reply. After the first reply it waits at `barrier` (all clients connected
 /// and served at once) and/or holds its connection idle for `hold`, then — as a CLI
 /// command would — opens a new connection for the rest: a full daemon closes connections
-/// idle for `EVICT_MIN_IDLE` to make room for waiting clients (#16).
+/// idle for `EVICT_MIN_SILENT` / `EVICT_MIN_IDLE` to make room for waiting clients (#16).
 async fn client(
     socket: Arc<PathBuf>,
     idx: usize,

@@ -78,7 +78,10 @@ if mode == "hold":
     sys.stdin.read()
 elif mode == "ping":
     s = conn()
-    s.sendall(frame({"protocol": 1, "id": 7, "op": "ping"}))
+    try:
+        s.sendall(frame({"protocol": 1, "id": 7, "op": "ping"}))
+    except OSError:
+        pass  # a refused peer may be closed before its request is written; read the reply
     print(json.dumps(read_frame(s)), flush=True)
 elif mode == "flood":
     n, length = int(sys.argv[3]), int(sys.argv[4])
@@ -692,4 +695,63 @@ fn every_stop_signal_takes_the_clean_path() {
         ),
         json!({"faults_survived": n}),
     );
+}
+
+#[test]
+fn an_mfa_command_that_hangs_is_killed_with_its_grandchildren() {
+    let env = TestEnv::new();
+    let sts = FakeSts::start();
+    aws_env(&env, &sts.url());
+    let dir = env.scratch("mfa-procs");
+    std::fs::create_dir(&dir).unwrap();
+    let script = env.write_scratch(
+        "mfa-hung.sh",
+        format!(
+            "#!/bin/sh\nd={}\necho $$ > \"$d/leader\"\nsleep 1000 &\necho $! > \"$d/grandchild\"\nwait\n",
+            dir.display()
+        ),
+    );
+    chmod(&script, 0o755);
+    crate::moto::add_toml_config(
+        &env,
+        "mfa",
+        &format!(
+            "[role]\narn = \"arn:aws:iam::123456789012:role/m\"\n\n[mfa]\nserial = \
+             \"arn:aws:iam::123456789012:mfa/t\"\ncommand = [\"{}\"]\ncommand_timeout = 2\n\n\
+             [sts]\nendpoint_url = \"{}\"\n",
+            script.display(),
+            sts.url()
+        ),
+    );
+    let _d = env.start_daemon_foreground(&[]);
+    let (st, out, took) = run_limited(
+        &mut env.cmd(&["credential-process", "mfa"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        !st.is_some_and(|s| s.success()),
+        "a hung MFA command served"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("timed out"), "{err}");
+    let pids: Vec<u32> = ["leader", "grandchild"]
+        .iter()
+        .filter_map(|k| read_pid(&dir.join(k)))
+        .collect();
+    let gone = pids.len() == 2
+        && wait_until(Duration::from_secs(10), || {
+            pids.iter().all(|p| !pid_running(*p))
+        });
+    record(
+        "fault_hung_mfa_command",
+        "fault",
+        gone,
+        &format!(
+            "fault: a hung MFA command with a grandchild: failed after {:.1} s (command_timeout \
+             2 s), leader+grandchild {pids:?} gone: {gone}",
+            took.as_secs_f64()
+        ),
+        json!({"faults_survived": u64::from(gone)}),
+    );
+    assert!(gone, "MFA command processes {pids:?} survived its timeout");
 }
