@@ -23,7 +23,8 @@
 //!    closed to make room. So silent or idle connections — even of the owner's own uid —
 //!    make a client wait well under a second; a connection with a request in flight is never
 //!    closed. (Readiness is confirmed with `MSG_PEEK`: tokio may report a fresh socket
-//!    readable before any byte arrived.)
+//!    readable before any byte arrived.) Only waiters that have sent something compete for
+//!    slots; a waiter silent for [`WAIT_SILENT_LIMIT`] is closed.
 //!    At most [`MAX_WAITING`] connections wait like this; beyond them new clients wait in
 //!    the kernel's backlog (they cost no memory there). Clients that keep a connection open
 //!    between requests must therefore expect it to be closed when the daemon is full; elhaz's
@@ -77,10 +78,12 @@ pub const EVICT_MIN_SILENT: Duration = Duration::from_millis(250);
 /// to make room for a waiting one (longer than for a silent one: a busy client's gap between
 /// two requests can be long on a loaded machine).
 pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(750);
+/// A connection waiting for a slot that has sent nothing for this long is closed.
+pub const WAIT_SILENT_LIMIT: Duration = Duration::from_secs(1);
 /// How often a waiting connection looks for an idle one to evict.
 pub const EVICT_POLL: Duration = Duration::from_millis(50);
 /// Most connections waiting for a slot at once (beyond: the kernel's backlog).
-pub const MAX_WAITING: usize = 64;
+pub const MAX_WAITING: usize = 256;
 /// How long a refusal reply may take to write.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most refusal replies being written at once (beyond: closed without a reply).
@@ -269,7 +272,7 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
         };
         let (state, slots) = (state.clone(), slots.clone());
         tracker.spawn(async move {
-            let taken = wait_for_slot(&slots, owner, &state.shutdown).await;
+            let taken = wait_for_slot(&stream, &slots, owner, &state.shutdown).await;
             drop(waiting);
             if let Some((permit, reserved)) = taken {
                 let slot = Slot {
@@ -295,14 +298,34 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
     state.sessions.clear();
 }
 
-/// Waits for a slot, evicting (every [`EVICT_POLL`]) the longest-idle connection that has been
-/// silent for [`EVICT_MIN_SILENT`] or idle for [`EVICT_MIN_IDLE`]; `None` at shutdown.
+/// Waits for a slot for `stream`, evicting (every [`EVICT_POLL`]) the longest-idle connection
+/// that has been silent for [`EVICT_MIN_SILENT`] or idle for [`EVICT_MIN_IDLE`]. Only a
+/// waiter that has sent something competes for slots: a silent one just waits for its first
+/// byte, and is closed after [`WAIT_SILENT_LIMIT`] (a real client sends its request as soon
+/// as it connects), so silent connections cannot crowd the waiting room. `None`: closed or
+/// shutdown.
 async fn wait_for_slot(
+    stream: &UnixStream,
     slots: &Slots,
     owner: bool,
     cancel: &CancellationToken,
 ) -> Option<(OwnedSemaphorePermit, bool)> {
+    let arrived = tokio::time::Instant::now();
     loop {
+        match peek(stream) {
+            Peek::Closed => return None,
+            Peek::Silent => {
+                if arrived.elapsed() >= WAIT_SILENT_LIMIT {
+                    return None;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    _ = tokio::time::timeout(EVICT_POLL, data_ready(stream)) => {}
+                }
+                continue;
+            }
+            Peek::Data => {}
+        }
         if let Some(t) = slots.try_take(owner) {
             return Some(t);
         }
@@ -315,6 +338,29 @@ async fn wait_for_slot(
                 }
             }
         }
+    }
+}
+
+/// What a non-blocking `MSG_PEEK` says about a connection.
+enum Peek {
+    Data,
+    Silent,
+    Closed,
+}
+
+fn peek(stream: &UnixStream) -> Peek {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => Peek::Closed,
+        Ok(_) => Peek::Data,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Peek::Silent,
+        Err(_) => Peek::Closed,
     }
 }
 
