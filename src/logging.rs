@@ -21,7 +21,8 @@
 //! **The audit trail fails closed.** [`audit`] writes the line with one `write(2)` before the
 //! credential is sent; when that fails (a full disk, the daily cap, an I/O error) the request
 //! is refused with [`Error::Audit`] — unless `audit_fail_open = true`, in which case the
-//! credential is served and the failure logged. The line reaches the kernel before the reply
+//! credential is served and the failure logged. (A write cut short by a full disk can leave a
+//! torn last line; its credential is refused.) The line reaches the kernel before the reply
 //! (no fsync: a power cut may lose the last lines; a daemon crash cannot). There is no audit
 //! thread and no timer, so an idle daemon never wakes for its audit trail; a write per
 //! credential costs a few microseconds (`scripts/bench` measures throughput with it).

@@ -485,10 +485,12 @@ fn a_full_log_disk_refuses_credentials_unless_fail_open() {
         served = ok_after;
         refused = first_error.is_some();
         message = first_error.unwrap_or_default();
-        assert_eq!(
-            audit_lines(&logs) - lines_before,
-            served,
-            "a credential was served without its audit line"
+        // Every credential served has its line; the refused one may have left a torn line
+        // (the disk filled in the middle of its write).
+        let lines = audit_lines(&logs) - lines_before;
+        assert!(
+            lines == served || lines == served + 1,
+            "{served} credentials served with {lines} audit lines"
         );
     }
     // Fail open: served, and the failure is said in the log.
