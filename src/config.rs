@@ -876,6 +876,18 @@ pub struct Settings {
     /// to the same number are allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<f64>,
+    /// Most bytes the daemon writes to its logs (operational and audit, each) per UTC day, in
+    /// MiB (default 100); beyond it lines are dropped and counted, never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_mib_per_day: Option<u64>,
+    /// Serve credentials even when their audit line cannot be written (default false: the
+    /// request is refused with an audit error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_fail_open: Option<bool>,
+    /// One overall deadline for each credential fetch, covering every child process it runs
+    /// (a profile's `credential_process`, the MFA `command`) and the STS calls (default 2 min).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_timeout: Option<Secs>,
     /// `daemon start --shared`: a daemon for a dedicated user, serving other users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedSettings>,
@@ -924,6 +936,13 @@ pub struct SharedSettings {
     /// Who besides the daemon's own user may ask, and for which sessions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<AllowRule>,
+    /// Most connections one non-owner uid may hold at once (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_peer: Option<usize>,
+    /// Most requests per second one non-owner uid may make, over all its connections
+    /// (default 20; bursts up to twice that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_rate_limit: Option<f64>,
 }
 
 /// One `[[shared.allow]]` rule: a principal (exactly one of `uid`, `user`, `group`) and the
@@ -953,6 +972,14 @@ pub const DEFAULT_REFRESH_WINDOW: u64 = 20 * 60;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Default number of log files kept.
 pub const DEFAULT_LOG_FILES: usize = 7;
+/// Default overall deadline of one credential fetch, in seconds.
+pub const DEFAULT_FETCH_TIMEOUT: u64 = 120;
+/// Default daily log volume cap, in MiB.
+pub const DEFAULT_LOG_MAX_MIB_PER_DAY: u64 = 100;
+/// Default connection cap for one non-owner uid of a shared daemon.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 16;
+/// Default request rate (per second) for one non-owner uid of a shared daemon.
+pub const DEFAULT_PEER_RATE_LIMIT: f64 = 20.0;
 
 impl Settings {
     /// Loads `elhaz.toml`; a missing file means defaults. Every problem is reported at once.
@@ -995,7 +1022,27 @@ impl Settings {
                 "must be a positive number of requests per second",
             );
         }
+        if s.fetch_timeout.is_some_and(|t| !(1..=3600).contains(&t.0)) {
+            bad("fetch_timeout", "must be between 1 second and 1 hour");
+        }
+        if s.log_max_mib_per_day
+            .is_some_and(|m| !(1..=1_048_576).contains(&m))
+        {
+            bad("log_max_mib_per_day", "must be between 1 and 1048576 (MiB)");
+        }
         if let Some(sh) = &s.shared {
+            if sh.max_connections_per_peer.is_some_and(|c| c == 0) {
+                bad("shared.max_connections_per_peer", "must be at least 1");
+            }
+            if sh
+                .peer_rate_limit
+                .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+            {
+                bad(
+                    "shared.peer_rate_limit",
+                    "must be a positive number of requests per second",
+                );
+            }
             for (field, mode) in [
                 ("shared.socket_mode", sh.socket_mode),
                 ("shared.socket_dir_mode", sh.socket_dir_mode),
@@ -1080,6 +1127,20 @@ impl Settings {
     /// Whether to re-warm sessions after a restart.
     pub fn rewarm(&self) -> bool {
         self.rewarm.unwrap_or(true)
+    }
+    /// The overall deadline of one credential fetch.
+    pub fn fetch_timeout(&self) -> Duration {
+        Duration::from_secs(self.fetch_timeout.map_or(DEFAULT_FETCH_TIMEOUT, |t| t.0))
+    }
+    /// Daily log volume cap in bytes (per stream).
+    pub fn log_max_bytes_per_day(&self) -> u64 {
+        self.log_max_mib_per_day
+            .unwrap_or(DEFAULT_LOG_MAX_MIB_PER_DAY)
+            .saturating_mul(1024 * 1024)
+    }
+    /// Whether credentials are served when their audit line cannot be written.
+    pub fn audit_fail_open(&self) -> bool {
+        self.audit_fail_open.unwrap_or(false)
     }
 }
 

@@ -99,6 +99,19 @@ pub enum Error {
         expected: String,
     },
 
+    /// The audit line of a credential could not be written, so the credential was not served.
+    #[error(
+        "the audit trail in {} cannot be written, so no credential is served (free space, or \
+         set `audit_fail_open = true` in elhaz.toml to serve without it)", .dir.display()
+    )]
+    Audit {
+        /// The log directory.
+        dir: PathBuf,
+        /// Why the write failed.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The daemon answered with an error.
     #[error("{}", .0.message)]
     Remote(WireError),

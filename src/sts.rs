@@ -213,6 +213,12 @@ impl Inner {
                 )
             }),
             Source::Profile(p) => {
+                // A profile whose credentials come from `credential_process` alone runs under our
+                // own runner (own process group, killed on the fetch deadline and at stop);
+                // anything else goes through the SDK's profile chain.
+                if let Some(command) = plain_credential_process(&p) {
+                    return run_credential_process(&p, &command).await;
+                }
                 let conf = aws_config::provider_config::ProviderConfig::without_region()
                     .with_region(Some(self.region(&req.config)));
                 let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
@@ -498,22 +504,11 @@ async fn run_mfa_command(argv: &[String], timeout: Duration) -> Result<SecretStr
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| fail("the MFA command is empty".into()))?;
-    let child = tokio::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| fail(format!("cannot run the MFA command {prog:?}: {e}")))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args);
+    let out = run_child(cmd, timeout)
         .await
-        .map_err(|_| {
-            fail(format!(
-                "the MFA command {prog:?} timed out after {timeout:?}"
-            ))
-        })?
-        .map_err(|e| fail(format!("the MFA command {prog:?} failed: {e}")))?;
+        .map_err(|e| fail(format!("the MFA command {prog:?} {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(fail(format!(
@@ -529,6 +524,217 @@ async fn run_mfa_command(argv: &[String], timeout: Duration) -> Result<SecretStr
             "the MFA command {prog:?} did not print a 6-digit code"
         ))
     })
+}
+
+/// Process groups of the child processes running now (MFA commands, `credential_process`),
+/// so that [`kill_children`] can end them at daemon stop.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// A running child's process group: killed (SIGKILL to the whole group) when dropped — after
+/// the child exits, on a timeout, or when the fetch's future is dropped at its deadline.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g| *g != self.0);
+    }
+}
+
+/// Kills the process group of every child still running (daemon stop).
+pub fn kill_children() {
+    let groups = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|p| p.into_inner()));
+    for g in groups {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(g),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Why a child process gave no output.
+#[derive(Debug, thiserror::Error)]
+enum ChildError {
+    #[error("cannot be started: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("failed: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("timed out after {0:?} (its process group was killed)")]
+    Timeout(Duration),
+}
+
+/// Runs `cmd` (stdin null, output captured) as the leader of a new process group, and kills
+/// the whole group when it exits, after `timeout`, or if this future is dropped — so a
+/// grandchild that holds the pipes open or keeps running is gone too.
+async fn run_child(
+    mut cmd: tokio::process::Command,
+    timeout: Duration,
+) -> Result<std::process::Output, ChildError> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(ChildError::Spawn)?;
+    // A spawned child always has a pid until it is reaped, and it is not reaped yet.
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    let _group = (pgid > 0).then(|| {
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pgid);
+        GroupGuard(pgid)
+    });
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(r) => r.map_err(ChildError::Wait),
+        Err(_) => Err(ChildError::Timeout(timeout)),
+    }
+}
+
+/// How long a profile's `credential_process` may run.
+pub const CREDENTIAL_PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An INI file as `(section, key) -> value` (top-level keys only; nested ones are skipped).
+fn ini_lookup(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut current = None::<String>;
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) {
+            continue; // a sub-property
+        }
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = Some(name.split_whitespace().collect::<Vec<_>>().join(" "));
+            continue;
+        }
+        if current.as_deref() == Some(section)
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim().eq_ignore_ascii_case(key)
+        {
+            found = Some(v.trim().to_string());
+        }
+    }
+    found
+}
+
+/// The `credential_process` of AWS profile `name`, when that is the profile's only source of
+/// credentials (no role, static keys, web identity or SSO in it); `None` otherwise.
+fn plain_credential_process(name: &str) -> Option<String> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let config = std::env::var_os("AWS_CONFIG_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
+    let creds = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
+    let config_text = config
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let creds_text = creds
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let section = if name == "default" {
+        "default".to_string()
+    } else {
+        format!("profile {name}")
+    };
+    let get = |key: &str| {
+        ini_lookup(&creds_text, name, key).or_else(|| ini_lookup(&config_text, &section, key))
+    };
+    let other_source = [
+        "role_arn",
+        "aws_access_key_id",
+        "web_identity_token_file",
+        "sso_session",
+        "sso_start_url",
+    ]
+    .iter()
+    .any(|k| get(k).is_some());
+    if other_source {
+        return None;
+    }
+    get("credential_process").filter(|c| !c.is_empty())
+}
+
+/// Runs a profile's `credential_process` (through `sh -c`, as the AWS SDKs do) under
+/// [`run_child`] and reads its JSON (`Version` 1).
+async fn run_credential_process(
+    profile: &str,
+    command: &str,
+) -> Result<SharedCredentialsProvider, WireError> {
+    let fail = |m: String| {
+        WireError::new(
+            ErrorCode::SourceError,
+            format!("AWS profile {profile:?}: credential_process {m}"),
+        )
+    };
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    let out = run_child(cmd, CREDENTIAL_PROCESS_TIMEOUT)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!(
+            "exited with {}: {}",
+            out.status,
+            err.trim().chars().take(300).collect::<String>()
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        version: u32,
+        access_key_id: String,
+        secret_access_key: String,
+        #[serde(default)]
+        session_token: Option<String>,
+        #[serde(default)]
+        expiration: Option<String>,
+    }
+    // The output holds secrets: never quote it in an error.
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    let o: Output = serde_json::from_slice(&stdout).map_err(|e| {
+        fail(format!(
+            "printed no valid credential JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if o.version != 1 {
+        return Err(fail(format!(
+            "printed Version {}; only Version 1 is supported",
+            o.version
+        )));
+    }
+    let expiry =
+        match &o.expiration {
+            Some(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|_| {
+                fail("printed an Expiration that is not an RFC 3339 time".to_string())
+            })?),
+            None => None,
+        };
+    Ok(SharedCredentialsProvider::new(
+        aws_credential_types::Credentials::new(
+            o.access_key_id,
+            zeroize::Zeroizing::new(o.secret_access_key).as_str(),
+            o.session_token
+                .map(zeroize::Zeroizing::new)
+                .as_deref()
+                .cloned(),
+            expiry,
+            "credential_process",
+        ),
+    ))
 }
 
 fn convert(
@@ -677,15 +883,33 @@ where
 /// A [`StsFetcher`] loaded on first use: an idle daemon (no session yet) never touches the
 /// AWS SDK, which keeps its start-up short and its resident memory small. The environment it
 /// reads is the daemon's own, which does not change after start.
-#[derive(Debug, Clone, Default)]
+///
+/// Each fetch runs under one overall deadline (`fetch_timeout`): when it passes, the fetch's
+/// future is dropped, which kills the process group of any child it was running.
+#[derive(Debug, Clone)]
 pub struct LazySts {
     cell: Arc<tokio::sync::OnceCell<StsFetcher>>,
+    deadline: Duration,
+}
+
+impl Default for LazySts {
+    fn default() -> Self {
+        LazySts::with_deadline(Duration::from_secs(config::DEFAULT_FETCH_TIMEOUT))
+    }
 }
 
 impl LazySts {
-    /// An unloaded fetcher.
+    /// An unloaded fetcher with the default fetch deadline.
     pub fn new() -> LazySts {
         LazySts::default()
+    }
+
+    /// An unloaded fetcher whose fetches each end after `deadline`.
+    pub fn with_deadline(deadline: Duration) -> LazySts {
+        LazySts {
+            cell: Arc::default(),
+            deadline,
+        }
     }
 }
 
@@ -695,8 +919,23 @@ impl Fetch for LazySts {
     }
 
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
-        let cell = self.cell.clone();
-        Box::pin(async move { cell.get_or_init(StsFetcher::load).await.fetch(req).await })
+        let (cell, deadline) = (self.cell.clone(), self.deadline);
+        Box::pin(async move {
+            let name = req.name.clone();
+            let fetch = async { cell.get_or_init(StsFetcher::load).await.fetch(req).await };
+            tokio::time::timeout(deadline, fetch)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WireError::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "fetching session {name:?} took longer than fetch_timeout ({}s); its \
+                         child processes were killed",
+                            deadline.as_secs()
+                        ),
+                    ))
+                })
+        })
     }
 
     fn whoami(

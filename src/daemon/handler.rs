@@ -51,16 +51,21 @@ fn denied(what: &str) -> WireError {
 
 fn check_session(state: &State, peer: &Peer, name: &str) -> Result<(), WireError> {
     if !peer.access.allows_session(name) {
-        tracing::warn!(
-            peer_uid = peer.uid,
-            session = name,
-            "refused a session outside the peer's allow rule"
-        );
+        // Validated before logging: a hostile name is logged as its length, and denials are
+        // rate-limited (see crate::logging).
+        let shown = crate::logging::name_for_log(name);
+        crate::logging::denial(|| {
+            tracing::warn!(
+                peer_uid = peer.uid,
+                session = %shown,
+                "refused a session outside the peer's allow rule"
+            );
+        });
         return Err(WireError::new(
             ErrorCode::PermissionDenied,
             format!(
-                "permission denied: uid {} may not use session {name:?}",
-                peer.uid
+                "permission denied: uid {} may not use session {:?}",
+                peer.uid, shown
             ),
         ));
     }
@@ -214,15 +219,16 @@ async fn credentials(
     mfa_code: Option<String>,
 ) -> Result<Response, WireError> {
     let creds = state.sessions.credentials(name, mfa_code).await?;
-    tracing::info!(
-        target: "elhaz::audit",
-        session = name,
-        peer_uid = peer.uid,
-        peer_pid = peer.pid.unwrap_or(-1),
-        peer_exe = peer.exe(),
-        expiration = %creds.expiration,
-        "credentials served"
-    );
+    // The audit line is written before the credential leaves; no line, no credential
+    // (unless `audit_fail_open`).
+    crate::logging::audit(&crate::logging::AuditRecord {
+        session: name,
+        peer_uid: peer.uid,
+        peer_pid: peer.pid.unwrap_or(-1),
+        peer_exe: peer.exe(),
+        expiration: &creds.expiration,
+    })
+    .map_err(|e| e.to_wire())?;
     Ok(Response::Credentials(creds))
 }
 

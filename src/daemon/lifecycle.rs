@@ -22,8 +22,11 @@
 //!    logging, build the runtime.
 //! 7. Signal readiness: point stderr at /dev/null, which closes the CLI's pipe.
 //!
-//! Shutdown (SIGTERM, SIGINT, `stop`, idle timeout, `--once`) cancels every task, then removes
-//! the socket (only if it is still ours) and the pid file; the lock goes with the process.
+//! Shutdown (SIGTERM, SIGINT and every other stop signal in [`STOP_SIGNALS`] — SIGHUP stops
+//! too, it does not reload — `stop`, idle timeout, `--once`) cancels every task, kills the
+//! process groups of child processes still running (a profile's `credential_process`, an MFA
+//! command), then removes the socket (only if it is still ours) and the pid file; the lock
+//! goes with the process.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -267,7 +270,15 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     crate::fsafe::check_paths(paths)?;
     let settings = Settings::load(&paths.settings_file)?;
     // Logging first, so that lock and stale-socket decisions are in the log too.
-    let _log = crate::logging::init_daemon(&paths.log_dir, settings.log_files(), !detached)?;
+    let _log = crate::logging::init_daemon(
+        &paths.log_dir,
+        crate::logging::LogOptions {
+            keep: settings.log_files(),
+            max_bytes_per_day: settings.log_max_bytes_per_day(),
+            audit_fail_open: settings.audit_fail_open(),
+            also_stderr: !detached,
+        },
+    )?;
     if !scrubbed.is_empty() {
         tracing::info!(
             variables = scrubbed.join(","),
@@ -330,7 +341,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let fetcher = crate::sts::LazySts::new();
+    let fetcher = crate::sts::LazySts::with_deadline(settings.fetch_timeout());
     let sessions = Sessions::new(
         Store::new(paths.configs_dir.clone()),
         capacity,
@@ -360,6 +371,8 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         crate::daemon::run(listener, state.clone(), signals).await;
         Ok::<(), Error>(())
     });
+    // Children still running (a hung credential_process, an MFA command) die with their group.
+    crate::sts::kill_children();
     runtime.shutdown_timeout(Duration::from_secs(1));
     cleanup(paths, socket_ino);
     tracing::info!("daemon stopped");
@@ -415,18 +428,49 @@ fn rewarm(state: &Arc<State>) {
     });
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// The signals that stop the daemon cleanly: every signal whose default action would end the
+/// process and that a user or the system sends to ask it to stop. SIGHUP stops too (it does
+/// not reload: settings are read at start, so `daemon stop` + start is the reload). SIGPIPE is
+/// ignored by the Rust runtime; SIGXFSZ (a file-size rlimit) is caught and ignored, so the
+/// write fails with `EFBIG` instead (an audit write then refuses the credential); SIGKILL and
+/// SIGSTOP cannot be caught.
+pub const STOP_SIGNALS: &[(i32, &str)] = &[
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGXCPU, "SIGXCPU"),
+];
+
+/// Resolves on the first of [`STOP_SIGNALS`]; every one takes the same clean path (cancel,
+/// zeroize the cache, remove socket and pid file).
 fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+    let mut streams = Vec::with_capacity(STOP_SIGNALS.len());
+    for &(sig, name) in STOP_SIGNALS {
+        let s = signal(SignalKind::from_raw(sig))
+            .map_err(|e| Error::io(format!("cannot install the {name} handler"), e))?;
+        streams.push((s, name));
+    }
+    // Handled and never acted on: the write that exceeded the limit fails with EFBIG instead.
+    let xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ))
+        .map_err(|e| Error::io("cannot install the SIGXFSZ handler", e))?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
+        let _xfsz = xfsz;
+        let waits = streams.iter_mut().map(|(s, name)| {
+            let name: &'static str = name;
+            Box::pin(async move {
+                s.recv().await;
+                name
+            })
+        });
+        let (name, _, _) = futures_util::future::select_all(waits).await;
+        tracing::info!(signal = name, "{name} received; stopping");
     })
 }
 

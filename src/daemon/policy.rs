@@ -2,16 +2,27 @@
 //!
 //! A personal daemon serves its own uid and nobody else. A shared daemon (`daemon start
 //! --shared`) also serves the principals of `[[shared.allow]]` — by uid, user name or group
-//! membership (the peer's primary gid from SO_PEERCRED plus the supplementary groups of its
-//! user) — and only for the sessions each rule lists. Admin requests (`stop`, `add`, `remove`,
+//! — and only for the sessions each rule lists. Admin requests (`stop`, `add`, `remove`,
 //! `list`) stay with the owner. Everything is decided from the kernel's peer credentials;
 //! nothing the client says about itself is trusted.
 //!
-//! Limits: a per-client (uid) connection cap and a per-session token-bucket rate limit, both
-//! optional, both from `elhaz.toml`.
+//! Groups are the peer's *real* groups at connect time: on Linux `SO_PEERGROUPS` (the
+//! supplementary groups of the connecting process) plus the gid from `SO_PEERCRED`, so a
+//! process that dropped a group (`setpriv --clear-groups`, a sandbox) loses that group's
+//! sessions. Elsewhere there is no such socket option; [`peer_groups`] falls back to the
+//! user's groups from the group database (`getgrouplist`), which cannot see a dropped group —
+//! documented in docs/security.md. Reading the socket option costs one syscall and no NSS
+//! lookup, so it never blocks a connection task on LDAP; the NSS lookups of the rules
+//! (`user = …`, `group = …`) happen once, when the policy is built at start-up.
+//!
+//! Limits, all from `elhaz.toml`: an optional per-client (uid) connection cap for everyone,
+//! a per-session token-bucket rate limit, and — in shared mode, always on for non-owner uids
+//! — a per-uid connection cap (`[shared] max_connections_per_peer`, default 16) and a per-uid
+//! request rate (`[shared] peer_rate_limit`, default 20/s). A connection's per-uid slot is a
+//! [`ConnGuard`]: dropping it (a finished task, a panic unwinding) returns the slot.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -39,9 +50,62 @@ pub struct Policy {
     owner: u32,
     rules: Vec<(Principal, Option<Vec<String>>)>,
     max_per_client: Option<usize>,
+    /// Shared mode: the cap of a non-owner uid.
+    max_per_peer: Option<usize>,
     rate: Option<f64>,
-    conns: Mutex<HashMap<u32, usize>>,
+    /// Shared mode: requests per second of a non-owner uid.
+    peer_rate: Option<f64>,
+    conns: Arc<Mutex<HashMap<u32, usize>>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    peer_buckets: Mutex<HashMap<u32, (f64, Instant)>>,
+}
+
+/// A connection's per-uid slot; dropping it returns the slot.
+#[derive(Debug)]
+pub struct ConnGuard {
+    uid: u32,
+    conns: Option<Arc<Mutex<HashMap<u32, usize>>>>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let Some(conns) = &self.conns else {
+            return;
+        };
+        let mut conns = conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = conns.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                conns.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Takes a token from the bucket of `key`: refills at `rate` per second up to `burst`.
+fn take<K: std::hash::Hash + Eq>(
+    buckets: &Mutex<HashMap<K, (f64, Instant)>>,
+    key: K,
+    rate: f64,
+    burst: f64,
+) -> bool {
+    let now = Instant::now();
+    let mut buckets = buckets.lock().unwrap_or_else(|p| p.into_inner());
+    // Bound the table: a full refill forgets nothing that matters.
+    if buckets.len() > 4096 {
+        buckets.retain(|_, (t, last)| {
+            *t + now.saturating_duration_since(*last).as_secs_f64() * rate < burst
+        });
+    }
+    let (tokens, last) = buckets.entry(key).or_insert((burst, now));
+    *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 impl Policy {
@@ -77,25 +141,45 @@ impl Policy {
                 rules.push((principal, sessions));
             }
         }
+        let sh = settings.shared.as_ref().filter(|_| shared);
         Ok(Policy {
             owner,
             rules,
             max_per_client: settings.max_connections_per_client,
+            max_per_peer: shared.then(|| {
+                sh.and_then(|s| s.max_connections_per_peer)
+                    .unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS_PER_PEER)
+            }),
             rate: settings.rate_limit,
-            conns: Mutex::new(HashMap::new()),
+            peer_rate: shared.then(|| {
+                sh.and_then(|s| s.peer_rate_limit)
+                    .unwrap_or(crate::config::DEFAULT_PEER_RATE_LIMIT)
+            }),
+            conns: Arc::new(Mutex::new(HashMap::new())),
             buckets: Mutex::new(HashMap::new()),
+            peer_buckets: Mutex::new(HashMap::new()),
         })
     }
 
-    /// What `uid`/`gid` may do, or `None` (refused).
-    pub fn admit(&self, uid: u32, gid: u32) -> Option<Access> {
+    /// Whether any rule can admit a non-owner uid (a personal daemon: none).
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// The daemon owner's uid.
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// What `uid` with `groups` (the peer's real groups, from [`peer_groups`]) may do, or
+    /// `None` (refused).
+    pub fn admit(&self, uid: u32, groups: &[u32]) -> Option<Access> {
         if uid == self.owner {
             return Some(Access::Owner);
         }
         if self.rules.is_empty() {
             return None;
         }
-        let groups = groups_of(uid, gid);
         let mut all = false;
         let mut allowed: Vec<String> = Vec::new();
         let mut matched = false;
@@ -115,32 +199,32 @@ impl Policy {
         matched.then(|| Access::Sessions((!all).then_some(allowed)))
     }
 
-    /// Takes a connection slot for `uid`; `false` when over its cap.
-    pub fn connect(&self, uid: u32) -> bool {
-        let Some(max) = self.max_per_client else {
-            return true;
+    /// The connection cap of `uid`: `max_connections_per_client` for everyone, and for a
+    /// non-owner of a shared daemon also `max_connections_per_peer`.
+    fn cap_of(&self, uid: u32) -> Option<usize> {
+        let peer = self.max_per_peer.filter(|_| uid != self.owner);
+        match (self.max_per_client, peer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes a connection slot for `uid`; `None` when it is at its cap. Checked before a
+    /// global slot is taken, so one uid can never hold more than its cap of those.
+    pub fn connect(&self, uid: u32) -> Option<ConnGuard> {
+        let Some(max) = self.cap_of(uid) else {
+            return Some(ConnGuard { uid, conns: None });
         };
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let n = conns.entry(uid).or_insert(0);
         if *n >= max {
-            return false;
+            return None;
         }
         *n += 1;
-        true
-    }
-
-    /// Returns a slot taken by [`Policy::connect`].
-    pub fn disconnect(&self, uid: u32) {
-        if self.max_per_client.is_none() {
-            return;
-        }
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = conns.get_mut(&uid) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                conns.remove(&uid);
-            }
-        }
+        Some(ConnGuard {
+            uid,
+            conns: Some(self.conns.clone()),
+        })
     }
 
     /// Takes a token from `session`'s bucket; `false` when it is empty.
@@ -148,17 +232,17 @@ impl Policy {
         let Some(rate) = self.rate else {
             return true;
         };
-        let burst = rate.max(1.0);
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = buckets.entry(session.to_string()).or_insert((burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        take(&self.buckets, session.to_string(), rate, rate.max(1.0))
+    }
+
+    /// Takes a token from the request bucket of `uid` (non-owners of a shared daemon only;
+    /// bursts up to twice the rate); `false` when it is empty.
+    pub fn take_peer_token(&self, uid: u32) -> bool {
+        match self.peer_rate {
+            Some(rate) if uid != self.owner => {
+                take(&self.peer_buckets, uid, rate, (2.0 * rate).max(1.0))
+            }
+            _ => true,
         }
     }
 }
@@ -173,16 +257,66 @@ impl Access {
     }
 }
 
-/// The peer's groups: its primary gid plus its user's supplementary groups.
-fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
+/// The peer's groups at connect time: `gid` (from SO_PEERCRED) plus, on Linux, the
+/// supplementary groups the kernel recorded for the socket (`SO_PEERGROUPS`). Elsewhere: the
+/// user's groups from the group database (a dropped group is not seen there; documented).
+pub fn peer_groups(fd: std::os::fd::BorrowedFd<'_>, uid: u32, gid: u32) -> Vec<u32> {
     let mut groups = vec![gid];
-    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        && let Ok(name) = std::ffi::CString::new(user.name)
-        && let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+    #[cfg(target_os = "linux")]
     {
-        groups.extend(list.into_iter().map(|g| g.as_raw()));
+        let _ = uid;
+        match so_peergroups(fd) {
+            Ok(list) => groups.extend(list),
+            Err(e) => tracing::warn!(error = %e, "cannot read the peer's groups (SO_PEERGROUPS)"),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            && let Ok(name) = std::ffi::CString::new(user.name)
+            && let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+        {
+            groups.extend(list.into_iter().map(|g| g.as_raw()));
+        }
     }
     groups
+}
+
+#[cfg(target_os = "linux")]
+fn so_peergroups(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    // NGROUPS_MAX is 65536; start small and grow once to the size the kernel asks for.
+    let mut buf: Vec<libc::gid_t> = vec![0; 64];
+    for _ in 0..2 {
+        let mut len = libc::socklen_t::try_from(buf.len() * std::mem::size_of::<libc::gid_t>())
+            .unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: `buf` is a live, writable allocation of `len` bytes for the whole call, and
+        // `len` is a valid pointer to its size; the kernel writes at most `len` bytes and
+        // stores the size it used (or needs, with ERANGE) back into `len`. The fd is borrowed,
+        // so it stays open during the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && n > buf.len() && n <= 65_536 {
+            buf = vec![0; n];
+            continue;
+        }
+        return Err(err);
+    }
+    Err(std::io::Error::other("the peer's group list kept growing"))
 }
 
 #[cfg(test)]
@@ -193,8 +327,8 @@ mod tests {
     #[test]
     fn personal_daemon_admits_only_its_owner() {
         let p = Policy::new(1000, &Settings::default(), false).unwrap();
-        assert_eq!(p.admit(1000, 1000), Some(Access::Owner));
-        assert_eq!(p.admit(1001, 1001), None);
+        assert_eq!(p.admit(1000, &[1000]), Some(Access::Owner));
+        assert_eq!(p.admit(1001, &[1001]), None);
     }
 
     #[test]
@@ -214,13 +348,13 @@ mod tests {
         assert_eq!(
             Policy::new(1000, &settings, false)
                 .unwrap()
-                .admit(4242, 4242),
+                .admit(4242, &[4242]),
             None
         );
         let p = Policy::new(1000, &settings, true).unwrap();
-        let a = p.admit(4242, 4242).unwrap();
+        let a = p.admit(4242, &[4242]).unwrap();
         assert!(a.allows_session("ci") && !a.allows_session("prod"));
-        assert_eq!(p.admit(4243, 4243), None);
+        assert_eq!(p.admit(4243, &[4243]), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -236,8 +370,43 @@ mod tests {
         assert!(p.take_token("b"), "buckets are per session");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert!(p.take_token("a"));
-        assert!(p.connect(7) && !p.connect(7));
-        p.disconnect(7);
-        assert!(p.connect(7));
+        let first = p.connect(7);
+        assert!(first.is_some() && p.connect(7).is_none());
+        drop(first);
+        assert!(p.connect(7).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_mode_caps_non_owners_by_default() {
+        let settings = Settings {
+            shared: Some(SharedSettings {
+                max_connections_per_peer: Some(2),
+                peer_rate_limit: Some(1.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = Policy::new(1, &settings, true).unwrap();
+        let held: Vec<_> = (0..2)
+            .map(|_| p.connect(9).expect("under the cap"))
+            .collect();
+        assert!(p.connect(9).is_none(), "a third connection of uid 9");
+        let owner: Vec<_> = (0..50).filter_map(|_| p.connect(1)).collect();
+        assert_eq!(owner.len(), 50, "the owner has no per-peer cap");
+        // A guard dropped while unwinding still returns its slot.
+        let g = p.connect(10).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _g = g;
+            panic!("task panicked");
+        }));
+        assert!(r.is_err());
+        assert!(p.connect(10).is_some() && p.connect(10).is_some());
+        drop(held);
+        assert!(p.connect(9).is_some());
+        // Rate: a burst of 2, then 1/s; the owner is never limited.
+        assert!(p.take_peer_token(9) && p.take_peer_token(9) && !p.take_peer_token(9));
+        assert!((0..100).all(|_| p.take_peer_token(1)));
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert!(p.take_peer_token(9));
     }
 }

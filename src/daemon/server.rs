@@ -4,31 +4,59 @@
 //! and one slot of the connection cap. Reading a whole frame is bounded by
 //! [`FRAME_READ_TIMEOUT`] (a slowloris client is dropped), writing a reply by
 //! [`WRITE_TIMEOUT`] (a client that never reads is dropped), and an idle keep-alive connection
-//! by [`IDLE_TIMEOUT`]. The cap is a semaphore acquired *before* `accept`, so excess clients
-//! wait in the kernel's backlog instead of costing us memory.
+//! by [`IDLE_TIMEOUT`].
 //!
-//! The peer check runs before any byte is read: the peer's uid (SO_PEERCRED / getpeereid) must
-//! be the daemon's own. Anything else is refused, logged with uid and pid, and closed — fail
-//! closed, even when the socket's mode was loosened by hand.
+//! **Admission and fairness.** The peer check runs right after `accept`, before any byte is
+//! read and before a slot is taken: the kernel's peer credentials (SO_PEERCRED / getpeereid,
+//! and the peer's real groups, see [`crate::daemon::policy`]) must be the daemon's own uid or
+//! match a shared-mode allow rule. Anything else is refused (logged with uid and pid, rate
+//! limited) and closed — fail closed, even when the socket's mode was loosened by hand. Then,
+//! in this order:
+//! 1. the peer's own cap (`max_connections_per_client`; in shared mode every non-owner uid
+//!    also has `[shared] max_connections_per_peer`, default 16) — a peer over it gets `busy`;
+//! 2. a global slot: `max_connections` minus [`OWNER_RESERVED`] slots are open to everyone,
+//!    the reserved ones only to the owner, so no other uid can ever take the owner's last
+//!    slots;
+//! 3. when no slot is free, the new connection waits, and the connection that has been *idle*
+//!    longest — silent since connecting for [`EVICT_MIN_SILENT`] (250 ms), or between
+//!    requests for [`EVICT_MIN_IDLE`] (750 ms) — and holds a slot this peer may use, is
+//!    closed to make room. So silent or idle connections — even of the owner's own uid —
+//!    make a client wait well under a second; a connection with a request in flight is never
+//!    closed. (Readiness is confirmed with `MSG_PEEK`: tokio may report a fresh socket
+//!    readable before any byte arrived.) Only waiters that have sent something compete for
+//!    slots; a waiter silent for [`WAIT_SILENT_LIMIT`] is closed.
+//!    At most [`MAX_WAITING`] connections wait like this; beyond them new clients wait in
+//!    the kernel's backlog (they cost no memory there). Clients that keep a connection open
+//!    between requests must therefore expect it to be closed when the daemon is full; elhaz's
+//!    own CLI opens one connection per command.
+//!
+//! Slots are RAII guards held by the connection task: when the task ends — normally, by a
+//! timeout, by eviction, or by a panic unwinding — the slot goes back. Non-owner peers of a
+//! shared daemon also have a request rate (`[shared] peer_rate_limit`), answered with
+//! `rate_limited` beyond it.
 //!
 //! Shutdown: [`run`] returns when its `shutdown` future resolves or the state's cancellation
 //! token fires (a `stop` request, idle timeout, `--once`). It then cancels every connection
 //! and refresh task, waits (bounded) for connection tasks to finish, and drops all sessions.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, LengthDelimitedCodecError};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec;
 use crate::daemon::State;
 use crate::daemon::handler::{self, Peer};
+use crate::daemon::policy::ConnGuard;
 use crate::protocol::{
     ErrorCode, MAX_FRAME_LEN, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, RequestFrame, Response,
     SessionInfo, WireError,
@@ -42,23 +70,163 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for connection tasks to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connection slots only the owner may take (at most half of `max_connections`).
+pub const OWNER_RESERVED: usize = 16;
+/// When every slot is taken, a connection that has sent nothing yet for this long may be
+/// closed to make room for a waiting one (a real client sends its request at once).
+pub const EVICT_MIN_SILENT: Duration = Duration::from_millis(250);
+/// When every slot is taken, a connection idle between requests for this long may be closed
+/// to make room for a waiting one (longer than for a silent one: a busy client's gap between
+/// two requests can be long on a loaded machine).
+pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(750);
+/// A connection waiting for a slot that has sent nothing for this long is closed.
+pub const WAIT_SILENT_LIMIT: Duration = Duration::from_secs(1);
+/// How often a waiting connection looks for an idle one to evict.
+pub const EVICT_POLL: Duration = Duration::from_millis(50);
+/// Most connections waiting for a slot at once (beyond: the kernel's backlog).
+pub const MAX_WAITING: usize = 256;
+/// How long a refusal reply may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most refusal replies being written at once (beyond: closed without a reply).
+const MAX_REFUSING: usize = 64;
+
+/// The connection slots: open, owner-reserved, and who is idle.
+#[derive(Debug)]
+struct Slots {
+    open: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+    /// Connections waiting for a request, oldest first.
+    idle: Mutex<BTreeMap<u64, IdleEntry>>,
+    seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct IdleEntry {
+    reserved: bool,
+    /// No request received yet on this connection.
+    silent: bool,
+    since: tokio::time::Instant,
+    evict: CancellationToken,
+}
+
+/// A connection's slot: the global permit and the peer's own. Dropping it returns both.
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    reserved: bool,
+    _peer: ConnGuard,
+}
+
+/// Registration as idle (evictable); removed on drop.
+struct IdleMark<'a> {
+    slots: &'a Slots,
+    key: u64,
+}
+
+impl Drop for IdleMark<'_> {
+    fn drop(&mut self) {
+        self.slots
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        let reserved = OWNER_RESERVED.min(max / 2);
+        Slots {
+            open: Arc::new(Semaphore::new(max - reserved)),
+            reserved: Arc::new(Semaphore::new(reserved)),
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            idle: Mutex::new(BTreeMap::new()),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// A free slot now, if any: open first, then (owner only) reserved.
+    fn try_take(&self, owner: bool) -> Option<(OwnedSemaphorePermit, bool)> {
+        if let Ok(p) = self.open.clone().try_acquire_owned() {
+            return Some((p, false));
+        }
+        if owner && let Ok(p) = self.reserved.clone().try_acquire_owned() {
+            return Some((p, true));
+        }
+        None
+    }
+
+    /// Waits for a slot.
+    async fn take(&self, owner: bool) -> Option<(OwnedSemaphorePermit, bool)> {
+        if owner {
+            tokio::select! {
+                p = self.open.clone().acquire_owned() => p.ok().map(|p| (p, false)),
+                p = self.reserved.clone().acquire_owned() => p.ok().map(|p| (p, true)),
+            }
+        } else {
+            self.open
+                .clone()
+                .acquire_owned()
+                .await
+                .ok()
+                .map(|p| (p, false))
+        }
+    }
+
+    /// Closes the longest-idle connection whose slot `owner` (or not) may use.
+    fn evict(&self, owner: bool) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Oldest first (keys are in marking order): the first usable one idle long enough.
+        let key = idle
+            .iter()
+            .find(|(_, e)| {
+                let min = if e.silent {
+                    EVICT_MIN_SILENT
+                } else {
+                    EVICT_MIN_IDLE
+                };
+                (owner || !e.reserved) && e.since.elapsed() >= min
+            })
+            .map(|(k, _)| *k);
+        match key.and_then(|k| idle.remove(&k)) {
+            Some(e) => {
+                e.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn mark_idle<'a>(
+        &'a self,
+        slot: &Slot,
+        silent: bool,
+        evict: &CancellationToken,
+    ) -> IdleMark<'a> {
+        let key = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            IdleEntry {
+                reserved: slot.reserved,
+                silent,
+                since: tokio::time::Instant::now(),
+                evict: evict.clone(),
+            },
+        );
+        IdleMark { slots: self, key }
+    }
+}
 
 /// Serves `listener` until `shutdown` resolves or `state.shutdown` is cancelled.
 pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(state.settings.max_connections()));
+    let slots = Arc::new(Slots::new(state.settings.max_connections()));
     let cancel = state.shutdown.clone();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            () = cancel.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed; treat as shutdown
-            },
-        };
         let stream = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -67,16 +235,54 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    crate::logging::denial(|| tracing::warn!(error = %e, "accept failed"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let state = state.clone();
+        let (peer, conn) = match check_peer(&stream, &state) {
+            Ok(p) => p,
+            Err(err) => {
+                refuse(&tracker, &slots, stream, err);
+                continue;
+            }
+        };
+        let owner = peer.access == handler::Access::Owner;
+        if let Some((permit, reserved)) = slots.try_take(owner) {
+            let slot = Slot {
+                _permit: permit,
+                reserved,
+                _peer: conn,
+            };
+            let (state, slots) = (state.clone(), slots.clone());
+            tracker
+                .spawn(async move { serve_connection(stream, peer, slot, &state, &slots).await });
+            continue;
+        }
+        // Full: wait for a slot, closing idle connections to make room. Beyond MAX_WAITING
+        // waiters, new clients wait in the kernel's backlog.
+        let waiting = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = cancel.cancelled() => break,
+            p = slots.waiting.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed; treat as shutdown
+            },
+        };
+        let (state, slots) = (state.clone(), slots.clone());
         tracker.spawn(async move {
-            connection(stream, &state).await;
-            drop(permit);
+            let taken = wait_for_slot(&stream, &slots, owner, &state.shutdown).await;
+            drop(waiting);
+            if let Some((permit, reserved)) = taken {
+                let slot = Slot {
+                    _permit: permit,
+                    reserved,
+                    _peer: conn,
+                };
+                serve_connection(stream, peer, slot, &state, &slots).await;
+            }
         });
     }
     tracing::info!("shutting down");
@@ -88,82 +294,186 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; abandoning them");
     }
+    crate::logging::flush_denials();
     crate::daemon::lifecycle::record_warm(&state);
     state.sessions.clear();
 }
 
-/// Admits the peer by its kernel-reported credentials, or says why not.
-fn check_peer(stream: &UnixStream, state: &State) -> Result<Peer, String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
-    let Some(access) = state.policy.admit(uid, gid) else {
-        tracing::warn!(
-            peer_uid = uid,
-            peer_pid = pid.unwrap_or(-1),
-            "refused connection from another uid"
-        );
-        return Err(format!(
-            "permission denied: this daemon does not serve uid {uid}"
-        ));
-    };
-    if !state.policy.connect(uid) {
-        tracing::warn!(
-            peer_uid = uid,
-            "refused connection: per-client connection limit reached"
-        );
-        return Err(format!(
-            "too many connections from uid {uid} (max_connections_per_client)"
-        ));
+/// Waits for a slot for `stream`, evicting (every [`EVICT_POLL`]) the longest-idle connection
+/// that has been silent for [`EVICT_MIN_SILENT`] or idle for [`EVICT_MIN_IDLE`]. Only a
+/// waiter that has sent something competes for slots: a silent one just waits for its first
+/// byte, and is closed after [`WAIT_SILENT_LIMIT`] (a real client sends its request as soon
+/// as it connects), so silent connections cannot crowd the waiting room. `None`: closed or
+/// shutdown.
+async fn wait_for_slot(
+    stream: &UnixStream,
+    slots: &Slots,
+    owner: bool,
+    cancel: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, bool)> {
+    let arrived = tokio::time::Instant::now();
+    loop {
+        match peek(stream) {
+            Peek::Closed => return None,
+            Peek::Silent => {
+                if arrived.elapsed() >= WAIT_SILENT_LIMIT {
+                    return None;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    _ = tokio::time::timeout(EVICT_POLL, data_ready(stream)) => {}
+                }
+                continue;
+            }
+            Peek::Data => {}
+        }
+        if let Some(t) = slots.try_take(owner) {
+            return Some(t);
+        }
+        slots.evict(owner);
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = tokio::time::timeout(EVICT_POLL, slots.take(owner)) => {
+                if let Ok(Some(t)) = r {
+                    return Some(t);
+                }
+            }
+        }
     }
-    Ok(Peer::new(uid, pid, access))
 }
 
-async fn connection(stream: UnixStream, state: &Arc<State>) {
-    let peer = check_peer(&stream, state);
-    let mut framed = Framed::new(stream, codec::codec());
-    let peer = match peer {
-        Ok(p) => p,
-        Err(message) => {
-            let code = if message.starts_with("too many") {
-                ErrorCode::Busy
-            } else {
-                ErrorCode::PermissionDenied
-            };
-            let reply = error_reply(0, WireError::new(code, message));
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await;
-            return;
-        }
+/// What a non-blocking `MSG_PEEK` says about a connection.
+enum Peek {
+    Data,
+    Silent,
+    Closed,
+}
+
+fn peek(stream: &UnixStream) -> Peek {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => Peek::Closed,
+        Ok(_) => Peek::Data,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Peek::Silent,
+        Err(_) => Peek::Closed,
+    }
+}
+
+/// Writes `err` to a refused connection and closes it, in a task bounded by
+/// [`MAX_REFUSING`]: beyond that, the connection is closed without a reply.
+fn refuse(tracker: &TaskTracker, slots: &Slots, stream: UnixStream, err: WireError) {
+    let Ok(permit) = slots.refusing.clone().try_acquire_owned() else {
+        return;
     };
-    let uid = peer.uid;
-    serve_connection(framed, peer, state).await;
-    state.policy.disconnect(uid);
+    tracker.spawn(async move {
+        let mut framed = Framed::new(stream, codec::codec());
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, framed.send(error_reply(0, err))).await;
+        drop(permit);
+    });
+}
+
+/// Admits the peer by its kernel-reported credentials and takes its per-peer slot, or says
+/// why not.
+fn check_peer(stream: &UnixStream, state: &State) -> Result<(Peer, ConnGuard), WireError> {
+    use std::os::fd::AsFd;
+    let cred = stream.peer_cred().map_err(|e| {
+        WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("cannot read peer credentials: {e}"),
+        )
+    })?;
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+    // The groups are needed (and read) only for a non-owner of a daemon with allow rules.
+    let groups = if uid != state.policy.owner() && state.policy.has_rules() {
+        crate::daemon::policy::peer_groups(stream.as_fd(), uid, gid)
+    } else {
+        Vec::new()
+    };
+    let Some(access) = state.policy.admit(uid, &groups) else {
+        crate::logging::denial(|| {
+            tracing::warn!(
+                peer_uid = uid,
+                peer_pid = pid.unwrap_or(-1),
+                "refused connection from another uid"
+            );
+        });
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("permission denied: this daemon does not serve uid {uid}"),
+        ));
+    };
+    let Some(conn) = state.policy.connect(uid) else {
+        crate::logging::denial(|| {
+            tracing::warn!(
+                peer_uid = uid,
+                "refused connection: per-client connection limit reached"
+            );
+        });
+        return Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "too many connections from uid {uid} (max_connections_per_client / \
+                 shared.max_connections_per_peer)"
+            ),
+        ));
+    };
+    Ok((Peer::new(uid, pid, access), conn))
 }
 
 async fn serve_connection(
-    mut framed: Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    stream: UnixStream,
     peer: Peer,
+    slot: Slot,
     state: &Arc<State>,
+    slots: &Slots,
 ) {
+    let mut framed = Framed::new(stream, codec::codec());
     let cancel = state.shutdown.clone();
+    let evict = CancellationToken::new();
+    let connected = tokio::time::Instant::now();
     let mut first = true;
     loop {
-        // Between requests the client may idle for IDLE_TIMEOUT before the next frame's first
-        // byte; once it starts a frame, the whole frame must arrive within FRAME_READ_TIMEOUT.
-        if !first && framed.read_buffer().is_empty() {
+        // Waiting for a request's first byte, the connection is idle and may be evicted.
+        // Between requests it may idle for IDLE_TIMEOUT; the first frame must arrive whole
+        // within FRAME_READ_TIMEOUT of connecting, a later one within FRAME_READ_TIMEOUT of
+        // its first byte.
+        let frame_deadline = if framed.read_buffer().is_empty() {
+            let idle_limit = if first {
+                FRAME_READ_TIMEOUT
+            } else {
+                IDLE_TIMEOUT
+            };
+            let mark = slots.mark_idle(&slot, first, &evict);
             let idle = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = tokio::time::timeout(IDLE_TIMEOUT, framed.get_ref().readable()) => r,
+                () = evict.cancelled() => {
+                    tracing::debug!(peer_pid = peer.pid.unwrap_or(-1), "closing an idle connection to make room");
+                    return;
+                }
+                r = tokio::time::timeout(idle_limit, data_ready(framed.get_ref())) => r,
             };
+            drop(mark);
             if !matches!(idle, Ok(Ok(()))) {
                 return;
             }
-        }
+            if first {
+                connected + FRAME_READ_TIMEOUT
+            } else {
+                tokio::time::Instant::now() + FRAME_READ_TIMEOUT
+            }
+        } else {
+            tokio::time::Instant::now() + FRAME_READ_TIMEOUT
+        };
         first = false;
         let next = tokio::select! {
             () = cancel.cancelled() => return,
-            r = tokio::time::timeout(FRAME_READ_TIMEOUT, framed.next()) => r,
+            r = tokio::time::timeout_at(frame_deadline, framed.next()) => r,
         };
         let bytes = match next {
             Err(_) => {
@@ -179,10 +489,12 @@ async fn serve_connection(
                     .get_ref()
                     .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
                 if too_large {
-                    tracing::warn!(
-                        peer_pid = peer.pid.unwrap_or(-1),
-                        "refused an oversized frame"
-                    );
+                    crate::logging::denial(|| {
+                        tracing::warn!(
+                            peer_pid = peer.pid.unwrap_or(-1),
+                            "refused an oversized frame"
+                        );
+                    });
                     let err = WireError::new(
                         ErrorCode::FrameTooLarge,
                         format!(
@@ -197,7 +509,18 @@ async fn serve_connection(
             }
             Ok(Some(Ok(bytes))) => bytes,
         };
-        let (frames, after) = handle_frame(state, peer.clone(), &bytes).await;
+        let (frames, after) = if state.policy.take_peer_token(peer.uid) {
+            handle_frame(state, peer.clone(), &bytes).await
+        } else {
+            let err = WireError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "uid {} is over its request rate (shared.peer_rate_limit); retry shortly",
+                    peer.uid
+                ),
+            );
+            (vec![error_reply(0, err)], After::default())
+        };
         let sent = tokio::time::timeout(WRITE_TIMEOUT, send_all(&mut framed, frames)).await;
         if after.stop || state.options.once {
             state.shutdown.cancel();
@@ -218,6 +541,31 @@ async fn send_all(
         framed.feed(f).await?;
     }
     SinkExt::<Bytes>::flush(framed).await
+}
+
+/// Resolves when the peer has sent a byte (or closed). Readiness alone is not enough: tokio
+/// may report a fresh socket readable before any data arrived, and a connection must stay
+/// marked idle (evictable) until it really sends something. A `MSG_PEEK` tells.
+async fn data_ready(stream: &UnixStream) -> std::io::Result<()> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    loop {
+        stream.readable().await?;
+        let mut byte = [0u8; 1];
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            recv(
+                stream.as_raw_fd(),
+                &mut byte,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match peeked {
+            Ok(_) => return Ok(()), // a byte, or EOF (0)
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What the connection does after writing a reply.

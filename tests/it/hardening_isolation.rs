@@ -309,9 +309,11 @@ fn the_daemon_is_not_dumpable_even_for_its_own_uid() {
         .stderr(std::fs::File::create(env.scratch("other.err")).unwrap());
     let mut child = ChildGuard(cmd.spawn().unwrap());
     let pid = child.pid();
+    // The pid file is written before the socket is bound: wait for both.
     let up = wait_until(DEADLINE, || {
         std::fs::read_to_string(home.join("run/elhaz.pid"))
             .is_ok_and(|p| p.trim() == pid.to_string())
+            && home.join("run/elhaz.sock").exists()
     });
     assert!(
         up && child.0.try_wait().unwrap().is_none(),

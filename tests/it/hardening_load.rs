@@ -145,7 +145,9 @@ async fn round_trip(s: &mut tokio::net::UnixStream, payload: &str) -> Result<Val
 
 /// One client: connects, sends `requests` requests one after the other on one connection,
 /// checking each reply. After the first reply it waits at `barrier` (all clients connected
-/// and served at once) and/or holds its connection for `hold`.
+/// and served at once) and/or holds its connection idle for `hold`, then — as a CLI
+/// command would — opens a new connection for the rest: a full daemon closes connections
+/// idle for `EVICT_MIN_SILENT` / `EVICT_MIN_IDLE` to make room for waiting clients (#16).
 async fn client(
     socket: Arc<PathBuf>,
     idx: usize,
@@ -211,6 +213,20 @@ async fn client(
             }
             if !hold.is_zero() {
                 tokio::time::sleep(hold).await;
+                s = match tokio::time::timeout(
+                    ROUND_TRIP_LIMIT,
+                    tokio::net::UnixStream::connect(socket.as_path()),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => Some(s),
+                    _ => {
+                        c.failed
+                            .fetch_add((requests - i - 1) as u64, Ordering::Relaxed);
+                        c.failures.push(format!("client {idx}: reconnect failed"));
+                        None
+                    }
+                };
             }
         }
         if s.is_none() {
@@ -443,6 +459,7 @@ fn concurrent_1000_connections_100k_requests() {
 
 #[test]
 fn clients_1000_with_the_default_cap_of_512() {
+    use elhaz::daemon::server::MAX_WAITING;
     const CLIENTS: usize = 1000;
     const EACH: usize = 20;
     let default_cap = elhaz::config::DEFAULT_MAX_CONNECTIONS;
@@ -452,8 +469,9 @@ fn clients_1000_with_the_default_cap_of_512() {
     let mut daemon = env.start_daemon_foreground(&[]);
     let pid = daemon.pid();
     let exp = expected(&env, pid);
-    // Each client holds its connection for a second after its first reply, so the cap is
-    // reached; the clients beyond it wait in the listen backlog and are served later.
+    // Each client holds its connection idle for a second after its first reply, so the cap
+    // is reached; the clients beyond it wait (the daemon closes idle held connections to make
+    // room, and their clients reconnect) or sit in the listen backlog, and are served later.
     let r = run_load(
         &env,
         pid,
@@ -484,7 +502,7 @@ fn clients_1000_with_the_default_cap_of_512() {
         && r.answered == total
         && r.wrong == 0
         && r.failed == 0
-        && r.peak_conn_fds <= default_cap + FD_SLACK
+        && r.peak_conn_fds <= default_cap + MAX_WAITING + FD_SLACK
         && r.peak_conn_fds >= default_cap / 2
         && r.rss_peak < RSS_LIMIT_MB;
     record(
@@ -513,9 +531,10 @@ fn clients_1000_with_the_default_cap_of_512() {
         r.failures.join("\n")
     );
     assert_eq!(r.answered, total, "{line}");
+    // Besides the cap's slots, at most MAX_WAITING accepted connections wait for one.
     assert!(
-        r.peak_conn_fds <= default_cap + FD_SLACK,
-        "more connections accepted than the cap: {line}"
+        r.peak_conn_fds <= default_cap + MAX_WAITING + FD_SLACK,
+        "more connections accepted than the cap and its waiters: {line}"
     );
     assert!(
         r.peak_conn_fds >= default_cap / 2,

@@ -31,3 +31,4 @@ mod scale;
 mod security;
 mod shared;
 mod trust;
+mod trust_shared;
