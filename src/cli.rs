@@ -144,6 +144,8 @@ pub enum Command {
     /// Serve a session's credentials to programs that cannot reach the socket.
     #[command(subcommand)]
     Serve(ServeCmd),
+    /// Open the AWS console signed in as the session (federation sign-in).
+    Console(ConsoleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +412,22 @@ pub struct EcsExecArgs {
     /// With --ecs: the signal the child gets when elhaz gets SIGTERM [default: TERM].
     #[arg(long, value_name = "SIGNAL", requires = "ecs")]
     pub stop_signal: Option<String>,
+}
+
+/// `console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+    /// Print the sign-in URL on stdout instead of opening a browser (the URL is a secret).
+    #[arg(long)]
+    pub print: bool,
+    /// Console page to land on [default: the partition's console home].
+    #[arg(long, value_name = "URL")]
+    pub destination: Option<String>,
+    /// Console session length, 15m..12h (e.g. 1h) [default: the endpoint's].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
 }
 
 /// `serve …` targets.

@@ -9,6 +9,7 @@ use elhaz::paths::Paths;
 use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
 
 mod config;
+mod console;
 mod consume;
 mod daemon;
 mod doctor;
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }) => ops::agent_access(&agent_user, &daemon_user, &group, &socket_dir, dry_run),
         Command::Paths { json } => show_paths(&paths, json),
         Command::Serve(crate::cli::ServeCmd::Ecs(args)) => ecs::serve(&paths, args),
+        Command::Console(args) => console::run(&paths, args),
     }
 }
 

@@ -7,6 +7,7 @@ mod util;
 
 mod bench_smoke;
 mod config_store;
+mod console;
 mod consumers;
 mod daemon_stop;
 mod doc_examples;
