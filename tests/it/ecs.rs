@@ -574,3 +574,19 @@ fn serve_ecs_answers_with_the_token_file_only() {
     assert!(!token_file.exists(), "the token file outlived serve ecs");
     assert_contains(&bg.stderr(), &["serve ecs stopped (SIGTERM)"]);
 }
+
+/// `shell --ecs`: the user's shell runs as the endpoint's child; a script on its stdin gets
+/// credentials through the endpoint and its exit status is elhaz's.
+#[test]
+fn shell_ecs_gives_the_shell_an_endpoint() {
+    let (env, _moto) = setup("ecs");
+    env.set_env("SHELL", "/bin/sh");
+    let script = "test -z \"${AWS_ACCESS_KEY_ID:-}\" || exit 9\n\
+                  curl -s -o /dev/null -w 'code %{http_code}\\n' \
+                  -H \"Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN\" \
+                  \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\"\nexit 3\n";
+    let (cmd, out) = env.run_stdin(&["shell", "--ecs", "ecs"], script.as_bytes());
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&cmd, &out));
+    assert_contains(&crate::util::stdout(&out), &["code 200"]);
+    assert_contains(&crate::util::stderr(&out), &["with an ECS endpoint"]);
+}
