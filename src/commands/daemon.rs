@@ -15,6 +15,10 @@ use super::{EXIT_NOT_RUNNING, human_secs};
 use crate::cli::StartArgs;
 
 pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
+    // A daemon autostarted from inside `exec --ecs` (by its endpoint's threads) inherits their
+    // blocked signals, and a signal mask survives exec: start from an empty one, or SIGTERM
+    // would never reach the daemon's handlers.
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
     let idle_timeout = args
         .idle_timeout
         .as_deref()

@@ -590,3 +590,47 @@ fn shell_ecs_gives_the_shell_an_endpoint() {
     assert_contains(&crate::util::stdout(&out), &["code 200"]);
     assert_contains(&crate::util::stderr(&out), &["with an ECS endpoint"]);
 }
+
+/// A daemon the endpoint autostarts mid-run (the first one was stopped) does not inherit the
+/// signals `exec --ecs` blocks in its threads: SIGTERM still reaches it.
+#[test]
+fn exec_ecs_autostarted_daemon_gets_sigterm() {
+    let (env, _moto) = setup("ecs");
+    let (ready, go) = (env.scratch("ready"), env.scratch("go"));
+    let script = format!(
+        r#"touch '{ready}'
+i=0; while [ ! -e '{go}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+curl -s -o /dev/null -w 'code %{{http_code}}\n' -H "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" "$AWS_CONTAINER_CREDENTIALS_FULL_URI""#,
+        ready = ready.display(),
+        go = go.display()
+    );
+    let mut bg = Bg::spawn(
+        &env,
+        env.cmd(&["exec", "--ecs", "ecs", "--", "sh", "-c", &script]),
+        "auto",
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || ready.exists()),
+        "{}",
+        bg.report()
+    );
+    env.run_ok(&["daemon", "stop"]);
+    std::fs::write(&go, "").unwrap();
+    let st = bg.wait(Duration::from_secs(60));
+    assert!(st.success(), "{}", bg.report());
+    assert_contains(&bg.stdout(), &["code 200"]);
+    let pid = env.pid_from_file().expect("no autostarted daemon");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        blocked & (1 << (15 - 1)),
+        0,
+        "SIGTERM blocked in the daemon: {blocked:x}"
+    );
+    let out = env.run_ok(&["daemon", "stop"]);
+    assert_contains(&crate::util::stdout(&out), &["stopped"]);
+}
