@@ -174,6 +174,7 @@ pub fn fast_path(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<C
                     name: name_arg,
                     refreshing: false,
                     force: false,
+                    ecs: EcsExecArgs::default(),
                     command,
                     trailing: Vec::new(),
                 }),
@@ -220,6 +221,9 @@ pub enum Command {
         /// Start even inside an elhaz session of the same name.
         #[arg(long)]
         force: bool,
+        /// Give the shell an ECS credentials endpoint (see `exec --ecs`) instead of a profile.
+        #[arg(long)]
+        ecs: bool,
     },
     /// Wire elhaz into other tools.
     #[command(subcommand)]
@@ -253,6 +257,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a session's credentials to programs that cannot reach the socket.
+    #[command(subcommand)]
+    Serve(ServeCmd),
+    /// Open the AWS console signed in as the session (federation sign-in).
+    Console(ConsoleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +273,10 @@ pub enum DaemonCmd {
         /// Seconds to wait for the daemon to exit.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// SIGKILL the daemon if it has not exited by then, and remove its stale socket and
+        /// pid file.
+        #[arg(long)]
+        force: bool,
     },
     /// Show whether the daemon runs (exit 0) or not (exit 3).
     Status {
@@ -503,6 +516,8 @@ pub struct ExecArgs {
     /// Run even inside an elhaz session of the same name.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub ecs: EcsExecArgs,
     /// `exec NAME CMD…` without `--`: everything after NAME (flags and `--` included) is the
     /// command — once this argument has a value, clap hands it every later word.
     #[arg(
@@ -532,6 +547,64 @@ impl ExecArgs {
             &self.command
         }
     }
+}
+
+/// `exec --ecs` and its stop options.
+#[derive(Debug, Default, Args)]
+pub struct EcsExecArgs {
+    /// Serve the ECS container credentials contract on 127.0.0.1 (random port, random token)
+    /// for the child only; elhaz stays its parent and every request is answered by the daemon.
+    #[arg(long, conflicts_with = "refreshing")]
+    pub ecs: bool,
+    /// With --ecs: seconds from the stop signal to SIGKILL when elhaz gets SIGTERM [default: 10].
+    #[arg(long, value_name = "SECS", requires = "ecs")]
+    pub stop_timeout: Option<u64>,
+    /// With --ecs: the signal the child gets when elhaz gets SIGTERM [default: TERM].
+    #[arg(long, value_name = "SIGNAL", requires = "ecs")]
+    pub stop_signal: Option<String>,
+}
+
+/// `console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+    /// Print the sign-in URL on stdout instead of opening a browser (the URL is a secret).
+    #[arg(long)]
+    pub print: bool,
+    /// Console page to land on [default: the partition's console home].
+    #[arg(long, value_name = "URL")]
+    pub destination: Option<String>,
+    /// Console session length, 15m..12h (e.g. 1h) [default: the endpoint's].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+}
+
+/// `serve …` targets.
+#[derive(Debug, Subcommand)]
+pub enum ServeCmd {
+    /// Serve a session as an ECS container credentials endpoint (for containers), in the
+    /// foreground until SIGINT/SIGTERM.
+    Ecs(ServeEcsArgs),
+}
+
+/// `serve ecs`.
+#[derive(Debug, Args)]
+pub struct ServeEcsArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+    /// Address to listen on (loopback unless --allow-remote).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Allow a non-loopback --listen address (prints a warning).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Where to write the token (mode 0600, removed on stop).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// Also print the token on stdout.
+    #[arg(long)]
+    pub print_token: bool,
 }
 
 /// Shells for `completions`.

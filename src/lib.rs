@@ -23,6 +23,7 @@
 //!   GetSessionToken, web identity, MFA sessions, error classification.
 //! - [`credentials`] — secret types (redacting, zeroizing) and RFC 3339 formatting.
 //! - [`keyring`] — long-term keys in the OS keyring.
+//! - [`ecs`] — the ECS container credentials endpoint (`exec --ecs`, `serve ecs`); std only.
 //! - [`import`] — converting Python elhaz YAML configs (`config import-elhaz`).
 //! - [`logging`] — the daemon's rotated log files.
 //! - [`error`] — the library's `thiserror` type and its mapping to wire error codes.
@@ -35,6 +36,7 @@ pub mod codec;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod ecs;
 pub mod error;
 pub mod fsafe;
 pub mod import;

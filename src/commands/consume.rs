@@ -277,7 +277,7 @@ fn fish_quote(s: &str) -> String {
 }
 
 /// Variables that would make an SDK ignore (or fight with) the ones we set.
-const OVERRIDING: &[&str] = &[
+pub(crate) const OVERRIDING: &[&str] = &[
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
     "AWS_ACCESS_KEY_ID",
@@ -354,7 +354,7 @@ pub fn export(paths: &Paths, name: &NameArg, format: Format) -> Result<ExitCode>
 }
 
 /// Refuses to nest into the same session unless forced.
-fn check_nesting(name: &str, force: bool) -> Result<()> {
+pub(crate) fn check_nesting(name: &str, force: bool) -> Result<()> {
     if !force && std::env::var(ENV_SESSION).is_ok_and(|s| s == name) {
         bail!(
             "already inside elhaz session {name:?} (ELHAZ_SESSION is set); nesting it again is \
@@ -373,6 +373,9 @@ pub fn exec(paths: &Paths, args: ExecArgs) -> Result<ExitCode> {
         );
     }
     check_nesting(&name, args.force)?;
+    if args.ecs.ecs {
+        return super::ecs::exec(paths, &name, args.command(), &args.ecs);
+    }
     run_in_session(paths, &name, args.command(), args.refreshing, None)
 }
 

@@ -15,6 +15,10 @@ use super::{EXIT_NOT_RUNNING, human_secs};
 use crate::cli::StartArgs;
 
 pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
+    // A daemon autostarted from inside `exec --ecs` (by its endpoint's threads) inherits their
+    // blocked signals, and a signal mask survives exec: start from an empty one, or SIGTERM
+    // would never reach the daemon's handlers.
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
     let idle_timeout = args
         .idle_timeout
         .as_deref()
@@ -102,17 +106,25 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn stop(paths: &Paths, timeout: u64) -> Result<ExitCode> {
+/// `daemon stop [--timeout S] [--force]`: asks the daemon to stop (or SIGTERMs it by its pid
+/// file when it cannot answer: another protocol version, or stopped/hung so the request
+/// itself times out), waits up to `timeout`, then — with `force` — SIGKILLs it and removes the
+/// stale socket and pid file it could not. Prints "stopped" or "killed".
+pub fn stop(paths: &Paths, timeout: u64, force: bool) -> Result<ExitCode> {
     let timeout = Duration::from_secs(timeout);
+    let deadline = Instant::now() + timeout;
     let pid = match client::connect_existing(paths)? {
-        Some(mut c) => match c.call(Request::Stop) {
-            Ok(Response::Stopping { pid }) => Some(pid),
-            Ok(other) => bail!("unexpected reply to stop: {other:?}"),
+        Some(c) => match stop_request(c, timeout) {
+            Some(Ok(Response::Stopping { pid })) => Some(pid),
+            Some(Ok(other)) => bail!("unexpected reply to stop: {other:?}"),
             // A daemon of another protocol version: it cannot parse our stop; use its pid file.
-            Err(elhaz::Error::Remote(e)) if e.code == ErrorCode::ProtocolMismatch => {
+            Some(Err(elhaz::Error::Remote(e))) if e.code == ErrorCode::ProtocolMismatch => {
                 terminate_by_pid(paths)?
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) if !force => return Err(e.into()),
+            // No answer within the timeout (a stopped or wedged daemon), or a broken one.
+            Some(Err(_)) | None if lifecycle::lock_is_held(paths) => terminate_by_pid(paths)?,
+            Some(Err(_)) | None => lifecycle::read_pid(paths),
         },
         None if lifecycle::lock_is_held(paths) => terminate_by_pid(paths)?,
         None => {
@@ -120,23 +132,59 @@ pub fn stop(paths: &Paths, timeout: u64) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let deadline = Instant::now() + timeout;
+    let pid_text = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     while lifecycle::lock_is_held(paths) {
         if Instant::now() >= deadline {
+            if force && let Some(p) = pid {
+                return kill_and_clean(paths, p);
+            }
             bail!(
-                "the elhaz daemon{} did not exit within {}s; it may be finishing a slow STS call. \
-                 Kill it with `kill {}`",
-                pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                "the elhaz daemon{pid_text} did not exit within {}s; it may be finishing a slow \
+                 STS call. Run `elhaz daemon stop --force` to SIGKILL it and clean up",
                 timeout.as_secs(),
-                pid.map_or("<pid>".to_string(), |p| p.to_string())
             );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!(
-        "elhaz daemon stopped{}",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-    );
+    println!("elhaz daemon stopped{pid_text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends the stop request on a helper thread and waits at most `timeout` for the reply (a
+/// SIGSTOPped daemon accepts the connection but never answers).
+fn stop_request(
+    mut c: client::Client,
+    timeout: Duration,
+) -> Option<std::result::Result<Response, elhaz::Error>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(c.call(Request::Stop));
+    });
+    rx.recv_timeout(timeout).ok()
+}
+
+/// SIGKILLs `pid` (only while it still holds the lock), waits for the lock to be released and
+/// removes the socket and pid file it left.
+fn kill_and_clean(paths: &Paths, pid: u32) -> Result<ExitCode> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if lifecycle::lock_is_held(paths) && lifecycle::read_pid(paths) == Some(pid) {
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+            .with_context(|| format!("cannot SIGKILL the elhaz daemon (pid {pid})"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lifecycle::lock_is_held(paths) {
+        if Instant::now() >= deadline {
+            bail!("the elhaz daemon (pid {pid}) survived SIGKILL for 10s; check `ps -p {pid}`");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lifecycle::remove_stale_socket(&paths.socket)?;
+    if lifecycle::read_pid(paths) == Some(pid) {
+        std::fs::remove_file(&paths.pid_file)
+            .with_context(|| format!("cannot remove {}", paths.pid_file.display()))?;
+    }
+    println!("elhaz daemon killed (pid {pid}); removed its stale socket and pid file");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,9 +9,11 @@ use elhaz::paths::Paths;
 use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
 
 mod config;
+mod console;
 mod consume;
 mod daemon;
 mod doctor;
+mod ecs;
 mod import;
 mod keyring;
 mod ops;
@@ -30,7 +32,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let result = match cli.command {
         Command::Daemon(cmd) => match cmd {
             DaemonCmd::Start(args) => daemon::start(&paths, args),
-            DaemonCmd::Stop { timeout } => daemon::stop(&paths, timeout),
+            DaemonCmd::Stop { timeout, force } => daemon::stop(&paths, timeout, force),
             DaemonCmd::Status { json } => daemon::status(&paths, json),
             DaemonCmd::List {
                 pattern,
@@ -73,7 +75,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec(args) => consume::exec(&paths, args),
         Command::Export { name, format } => consume::export(&paths, &name, format),
         Command::Whoami { name, json } => consume::whoami(&paths, &name, json),
-        Command::Shell { name, force } => consume::shell(&paths, &name, force),
+        Command::Shell {
+            name,
+            force,
+            ecs: true,
+        } => ecs::shell(&paths, &name, force),
+        Command::Shell { name, force, .. } => consume::shell(&paths, &name, force),
         Command::Setup(SetupCmd::AwsProfile {
             name,
             profile,
@@ -99,6 +106,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
         }) => ops::agent_access(&agent_user, &daemon_user, &group, &socket_dir, dry_run),
         Command::Paths { json } => show_paths(&paths, json),
+        Command::Serve(crate::cli::ServeCmd::Ecs(args)) => ecs::serve(&paths, args),
+        Command::Console(args) => console::run(&paths, args),
     };
     result.map_err(|e| with_suggestion(&paths, given.as_deref(), e))
 }
