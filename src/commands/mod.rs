@@ -16,6 +16,7 @@ mod import;
 mod keyring;
 mod ops;
 mod setup;
+mod sso;
 
 /// Exit code: the daemon is not running (`daemon status`).
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -86,6 +87,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
         }) => ops::agent_access(&agent_user, &daemon_user, &group, &socket_dir, dry_run),
         Command::Paths { json } => show_paths(&paths, json),
+        Command::Sso(cmd) => sso::run(&paths, cmd),
     }
 }
 

@@ -426,6 +426,7 @@ const ALL_CODES: &[ErrorCode] = &[
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
     ErrorCode::Unknown,
+    ErrorCode::LoginRequired,
 ];
 fn code_index(c: ErrorCode) -> usize {
     match c {
@@ -450,6 +451,7 @@ fn code_index(c: ErrorCode) -> usize {
         ErrorCode::ShuttingDown => 18,
         ErrorCode::Internal => 19,
         ErrorCode::Unknown => 20,
+        ErrorCode::LoginRequired => 21,
     }
 }
 
