@@ -335,6 +335,21 @@ pub enum ConfigCmd {
         #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
     },
+    /// Convert the profiles and sso-sessions of ~/.aws/config into session configs.
+    ImportAws {
+        /// The AWS config file (default: $AWS_CONFIG_FILE, then ~/.aws/config).
+        path: Option<PathBuf>,
+        /// Overwrite existing configs of the same name.
+        #[arg(long)]
+        force: bool,
+        /// Show what would be written without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also switch each converted profile to `credential_process = elhaz
+        /// credential-process NAME` (the original is kept as FILE.elhaz-backup).
+        #[arg(long, conflicts_with = "dry_run")]
+        rewrite: bool,
+    },
 }
 
 #[derive(Debug, Args)]

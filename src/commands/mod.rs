@@ -13,6 +13,7 @@ mod consume;
 mod daemon;
 mod doctor;
 mod import;
+mod import_aws;
 mod keyring;
 mod ops;
 mod setup;
@@ -56,6 +57,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 force,
                 dry_run,
             } => import::import_elhaz(&paths, path.as_deref(), force, dry_run),
+            ConfigCmd::ImportAws {
+                path,
+                force,
+                dry_run,
+                rewrite,
+            } => import_aws::run(&paths, path.as_deref(), force, dry_run, rewrite),
         },
         Command::CredentialProcess(name) => consume::credential_process(&paths, &name),
         Command::Exec(args) => consume::exec(&paths, args),

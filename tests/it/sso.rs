@@ -487,3 +487,117 @@ fn daemon_log(env: &TestEnv) -> String {
     }
     text
 }
+
+#[test]
+fn sso_chained_role_starts_from_an_sso_session() {
+    let (env, fake) = sso_env();
+    let sts = crate::fake_sts::FakeSts::start();
+    add_sso(&env, "base", "123456789012", "Base");
+    std::fs::write(
+        env.config_file("chained"),
+        format!(
+            "session = \"base\"\n[role]\narn = \"arn:aws:iam::123456789012:role/target\"\n[sts]\nendpoint_url = \"{}\"\n",
+            sts.url()
+        ),
+    )
+    .unwrap();
+    device_login(&env, &fake, &["corp"]);
+    let v = cp(&env, "chained");
+    assert!(v["AccessKeyId"].is_string());
+    let calls = sts.assume_role_calls("target");
+    assert_eq!(calls.len(), 1, "{:?}", sts.calls());
+    assert!(
+        calls[0]
+            .access_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("ASIASSO")),
+        "AssumeRole was not signed with the SSO role credentials: {:?}",
+        calls[0].access_key
+    );
+    assert_eq!(fake.count("/federation/credentials"), 1);
+}
+
+#[test]
+fn config_import_aws_converts_reports_and_rewrites() {
+    let env = TestEnv::new();
+    let aws = env.write_scratch(
+        "aws-config",
+        "[default]\nregion = eu-west-1\n\n\
+         [sso-session corp2]\nsso_start_url = https://corp2.awsapps.com/start\nsso_region = eu-west-1\nsso_registration_scopes = sso:account:access\n\n\
+         [profile sso-p]\nsso_session = corp2\nsso_account_id = 123456789012\nsso_role_name = Dev\nregion = eu-west-1\n\n\
+         [profile legacy]\nsso_start_url = https://old.awsapps.com/start\nsso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = Ops\n\n\
+         [profile role-p]\nrole_arn = arn:aws:iam::123456789012:role/admin\nsource_profile = sso-p\nexternal_id = ext-1\nduration_seconds = 3600\nregion = eu-west-1\n\n\
+         [profile mfa-p]\nrole_arn = arn:aws:iam::123456789012:role/admin\nsource_profile = keys\nmfa_serial = arn:aws:iam::123456789012:mfa/me\n\n\
+         [profile keys]\naws_access_key_id = AKIAEXAMPLE\n\n\
+         [profile proc]\ncredential_process = /bin/true\n",
+    );
+    let before = std::fs::read_to_string(&aws).unwrap();
+    let dry = stdout(&env.run_ok(&["config", "import-aws", "--dry-run"]));
+    assert_contains(
+        &dry,
+        &["would write 4 session config(s); 3 profile(s) not converted"],
+    );
+    assert!(!env.config_file("sso-p").exists());
+    let out = stdout(&env.run_ok(&["config", "import-aws"]));
+    assert_contains(
+        &out,
+        &[
+            "added [sso_sessions.corp2]",
+            "skipped profile keys: no role_arn or sso_*",
+            "skipped profile proc: `credential_process` has no elhaz equivalent",
+            "wrote 4 session config(s)",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&aws).unwrap(),
+        before,
+        "the AWS file changed"
+    );
+    let settings = std::fs::read_to_string(env.settings_file()).unwrap();
+    assert_contains(
+        &settings,
+        &["[sso_sessions.corp2]", "https://corp2.awsapps.com/start"],
+    );
+    let role = std::fs::read_to_string(env.config_file("role-p")).unwrap();
+    assert_contains(
+        &role,
+        &[
+            "session = \"sso-p\"",
+            "external_id = \"ext-1\"",
+            "duration = ",
+        ],
+    );
+    let mfa = std::fs::read_to_string(env.config_file("mfa-p")).unwrap();
+    assert_contains(
+        &mfa,
+        &["profile = \"keys\"", "arn:aws:iam::123456789012:mfa/me"],
+    );
+    let legacy = std::fs::read_to_string(env.config_file("legacy")).unwrap();
+    assert_contains(
+        &legacy,
+        &[
+            "start_url = \"https://old.awsapps.com/start\"",
+            "role_name = \"Ops\"",
+        ],
+    );
+    env.run_ok(&["config", "show", "sso-p"]);
+
+    env.run_ok(&["config", "import-aws", "--force", "--rewrite"]);
+    let after = std::fs::read_to_string(&aws).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(env.scratch("aws-config.elhaz-backup")).unwrap(),
+        before
+    );
+    assert_contains(
+        &after,
+        &[
+            "credential-process sso-p",
+            "credential-process role-p",
+            "[profile keys]\naws_access_key_id",
+        ],
+    );
+    assert!(
+        !after.contains("sso_account_id = 123456789012\nsso_role_name = Dev"),
+        "{after}"
+    );
+}
