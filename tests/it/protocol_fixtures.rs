@@ -332,6 +332,17 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
             ),
         ),
         (
+            "reply_error_login_required.json",
+            err(
+                9,
+                WireError::new(
+                    ErrorCode::LoginRequired,
+                    "IAM Identity Center login needed for https://my-org.awsapps.com/start (the \
+                     refresh was refused (InvalidGrantException)): run `elhaz sso login corp`",
+                ),
+            ),
+        ),
+        (
             "reply_error_not_found.json",
             err(
                 5,
