@@ -18,10 +18,13 @@
 //! - **Silent refresh.** Each start URL has a background task that renews the access token with
 //!   the refresh token `min(15 min, lifetime / 3)` before it expires (botocore's window), and
 //!   a fetch that finds the token inside that window renews it first. The cache is shared
-//!   state (refresh tokens may rotate on use), so it is re-read before every refresh. When no
-//!   refresh token is left or the OIDC service rejects it, the start URL is marked
-//!   `login_required`: fetches fail at once with [`ErrorCode::LoginRequired`] and a message
-//!   naming the command to run, and the engine reports the sessions in state `login_required`.
+//!   state (refresh tokens may rotate on use), so it is re-read before every refresh. A token
+//!   whose renewal was refused is used to its end; once it has expired (or the portal refuses
+//!   it) and no refresh token is left or the OIDC service rejects it, the start URL is marked
+//!   `login_required`: fetches then fail at once, with no network call, with
+//!   [`ErrorCode::LoginRequired`] and a message naming the command to run, until a different
+//!   token appears in the cache (a new login); the engine reports the sessions in state
+//!   `login_required`.
 //!   Nothing in the daemon ever opens a browser, so a laptop waking up asks for nothing: the
 //!   user runs one `elhaz sso login` per start URL.
 //! - **Role credentials** come from `GetRoleCredentials` like any other fetch; the engine's
@@ -386,8 +389,8 @@ impl Sso {
                     continue;
                 }
                 Err(e) if e.code() == Some("UnauthorizedException") => {
+                    // Kept (not cleared), so only a different token — a new login — is tried.
                     entry.login_required.store(true, Ordering::Relaxed);
-                    *entry.token.lock().await = None;
                     return Err(login_required(&target, "the portal rejected the token"));
                 }
                 Err(e) => return Err(classify("SSO GetRoleCredentials", &e)),
@@ -405,7 +408,24 @@ impl Sso {
     ) -> Result<SecretString, WireError> {
         let target = &entry.target;
         let mut guard = entry.token.lock().await;
+        let before = guard
+            .as_ref()
+            .map(|(t, _)| zeroize::Zeroizing::new(t.access_token.clone()));
         adopt_disk(&mut guard, target, disk);
+        let replaced = guard.as_ref().map(|(t, _)| t.access_token.as_str())
+            != before.as_ref().map(|b| b.as_str());
+        if replaced {
+            // Someone logged in (elhaz, the AWS CLI, botocore): a fresh start.
+            entry.login_required.store(false, Ordering::Relaxed);
+        } else if entry.login_required.load(Ordering::Relaxed) {
+            // Fail at once, with no network call, until a new token appears.
+            return Err(login_required(
+                target,
+                "the token expired or was revoked and could not be renewed",
+            ));
+        }
+        // A token another tool just wrote is tried before forcing a refresh.
+        let force = force && !replaced;
         if let Some((t, life)) = guard.as_ref()
             && !force
             && t.remaining() > ahead(*life)
@@ -414,23 +434,17 @@ impl Sso {
         }
         match self.refresh_locked(&mut guard, target, disk).await {
             Ok(()) => {}
-            Err(e) if e.code == ErrorCode::LoginRequired => {
-                entry.login_required.store(true, Ordering::Relaxed);
-                // A token that is still valid is used to its end.
+            Err(e) => {
+                // A token that is still valid is used to its end (unless the portal refused
+                // it: `force`).
                 if let Some((t, _)) = guard.as_ref()
                     && !force
                     && t.remaining() > Duration::from_secs(5)
                 {
                     return Ok(SecretString::from(t.access_token.clone()));
                 }
-                return Err(e);
-            }
-            Err(e) => {
-                if let Some((t, _)) = guard.as_ref()
-                    && !force
-                    && t.remaining() > Duration::from_secs(5)
-                {
-                    return Ok(SecretString::from(t.access_token.clone()));
+                if e.code == ErrorCode::LoginRequired {
+                    entry.login_required.store(true, Ordering::Relaxed);
                 }
                 return Err(e);
             }
@@ -572,12 +586,14 @@ async fn refresher(sso: Weak<Sso>, entry: Arc<Entry>) {
             None => false,
         };
         if due {
-            match sso.refresh_locked(&mut guard, &entry.target, disk).await {
-                Ok(()) => entry.login_required.store(false, Ordering::Relaxed),
-                Err(e) if e.code == ErrorCode::LoginRequired => {
-                    entry.login_required.store(true, Ordering::Relaxed);
-                }
-                Err(_) => {}
+            // A refused renewal is noticed by the next fetch once the token has expired;
+            // until then the token is used to its end.
+            if sso
+                .refresh_locked(&mut guard, &entry.target, disk)
+                .await
+                .is_ok()
+            {
+                entry.login_required.store(false, Ordering::Relaxed);
             }
         }
     }

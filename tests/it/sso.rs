@@ -345,6 +345,17 @@ fn sso_access_token_renewed_in_background_then_login_required() {
     );
     let b = list(&env).into_iter().find(|s| s["name"] == "b").unwrap();
     assert_eq!(b["state"], "login_required", "{b}");
+    // Later requests fail at once, with no call to the OIDC service or the portal.
+    let calls = (fake.count("/token"), fake.count("/federation/credentials"));
+    std::thread::sleep(Duration::from_millis(2100)); // past the engine's 2 s negative cache
+    let mut cmd = env.cmd(&["credential-process", "b"]);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert_eq!(
+        (fake.count("/token"), fake.count("/federation/credentials")),
+        calls,
+        "a login_required start URL was asked again"
+    );
 
     // One login brings every session back.
     fake.set_token_lifetime(3600);
