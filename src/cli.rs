@@ -262,6 +262,66 @@ pub enum Command {
     Serve(ServeCmd),
     /// Open the AWS console signed in as the session (federation sign-in).
     Console(ConsoleArgs),
+    /// IAM Identity Center: log in, status, log out, populate session configs.
+    #[command(subcommand)]
+    Sso(SsoCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SsoCmd {
+    /// Log in to IAM Identity Center and share the token with the daemon (and the AWS CLI).
+    Login(SsoLoginArgs),
+    /// Each start URL: token expiry, refresh token present, sessions using it.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log out of the portal, remove the cached token and drop the sessions using it.
+    Logout {
+        #[command(flatten)]
+        target: SsoTarget,
+    },
+    /// Write one session config per account and role the portal lists (idempotent).
+    Populate {
+        #[command(flatten)]
+        target: SsoTarget,
+        /// Show what would be written.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which IAM Identity Center login: an `[sso_sessions.NAME]` of elhaz.toml, or a start URL.
+#[derive(Debug, Args)]
+pub struct SsoTarget {
+    /// A `[sso_sessions.NAME]` of elhaz.toml (default: the only one).
+    #[arg(value_name = "SSO_SESSION", conflicts_with = "start_url")]
+    pub sso_session: Option<String>,
+    /// The AWS access portal URL (instead of an SSO session).
+    #[arg(long, value_name = "URL", requires = "region")]
+    pub start_url: Option<String>,
+    /// The IAM Identity Center region (with --start-url).
+    #[arg(long, value_name = "REGION", requires = "start_url")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SsoLoginArgs {
+    #[command(flatten)]
+    pub target: SsoTarget,
+    /// Use the device-code flow (the default where no browser can be opened).
+    #[arg(long)]
+    pub use_device_code: bool,
+    /// Print the URL (and code) instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Give up after this long (seconds or e.g. 5m).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
+    /// Log in even if a valid token is cached.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,6 +472,21 @@ pub enum ConfigCmd {
         #[arg(add = ArgValueCompleter::new(complete_sessions))]
         name: String,
     },
+    /// Convert the profiles and sso-sessions of ~/.aws/config into session configs.
+    ImportAws {
+        /// The AWS config file (default: $AWS_CONFIG_FILE, then ~/.aws/config).
+        path: Option<PathBuf>,
+        /// Overwrite existing configs of the same name.
+        #[arg(long)]
+        force: bool,
+        /// Show what would be written without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also switch each converted profile to `credential_process = elhaz
+        /// credential-process NAME` (the original is kept as FILE.elhaz-backup).
+        #[arg(long, conflicts_with = "dry_run")]
+        rewrite: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -485,6 +560,21 @@ pub struct ConfigAddArgs {
     /// STS region.
     #[arg(long, value_name = "REGION")]
     pub sts_region: Option<String>,
+    /// Source: IAM Identity Center; the AWS access portal URL (with --sso-region).
+    #[arg(long, value_name = "URL", group = "source", requires_all = ["sso_region", "sso_account_id", "sso_role_name"])]
+    pub sso_start_url: Option<String>,
+    /// Region of the IAM Identity Center instance.
+    #[arg(long, value_name = "REGION", requires = "sso_start_url")]
+    pub sso_region: Option<String>,
+    /// Source: IAM Identity Center through a `[sso_sessions.NAME]` of elhaz.toml.
+    #[arg(long, value_name = "NAME", group = "source", conflicts_with = "sso_start_url", requires_all = ["sso_account_id", "sso_role_name"])]
+    pub sso_session: Option<String>,
+    /// IAM Identity Center account id (12 digits).
+    #[arg(long, value_name = "ID")]
+    pub sso_account_id: Option<String>,
+    /// IAM Identity Center role (permission set) name.
+    #[arg(long, value_name = "NAME")]
+    pub sso_role_name: Option<String>,
 }
 
 /// A session name, positional or as `-n/--name`.

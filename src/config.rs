@@ -341,6 +341,8 @@ pub enum Source {
     Keyring(String),
     /// A web identity token file (AssumeRoleWithWebIdentity).
     WebIdentity(PathBuf),
+    /// IAM Identity Center: role credentials of an account and role (`[sso]`).
+    Sso(SsoConfig),
 }
 
 impl Source {
@@ -352,6 +354,7 @@ impl Source {
             Source::Session(_) => "session",
             Source::Keyring(_) => "keyring",
             Source::WebIdentity(_) => "web_identity",
+            Source::Sso(_) => "sso",
         }
     }
 }
@@ -390,6 +393,74 @@ pub struct SessionConfig {
     /// STS endpoint and region overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sts: Option<StsConfig>,
+    /// Source: an IAM Identity Center account and role (see `crate::sso`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoConfig>,
+}
+
+/// `[sso]`: an IAM Identity Center account and role, with the start URL and region given here
+/// or through `session = "NAME"`, a `[sso_sessions.NAME]` block of `elhaz.toml` (many sessions,
+/// one login).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoConfig {
+    /// The AWS access portal URL, e.g. `https://my-org.awsapps.com/start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_url: Option<String>,
+    /// The region of the IAM Identity Center instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+    /// A `[sso_sessions.NAME]` of `elhaz.toml` (instead of `start_url` and `region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The 12-digit account id.
+    pub account_id: String,
+    /// The permission set's role name.
+    pub role_name: String,
+}
+
+/// `[sso_sessions.NAME]` in `elhaz.toml`: one IAM Identity Center login shared by sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSession {
+    /// The AWS access portal URL.
+    pub start_url: String,
+    /// The region of the IAM Identity Center instance.
+    pub region: Region,
+    /// OAuth scopes registered (default `["sso:account:access"]`, which yields a refresh token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// Checks an SSO start URL: `https://…` (or `http://` for a test fake on loopback).
+pub fn check_start_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://127.0.0.1"))
+        .or_else(|| url.strip_prefix("http://localhost"));
+    match rest {
+        Some(r) if !r.is_empty() && url.len() <= 512 && !url.contains(char::is_whitespace) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "invalid SSO start URL {url:?}; expected e.g. https://my-org.awsapps.com/start"
+        )),
+    }
+}
+
+/// Checks an `[sso_sessions]` name (the AWS CLI's `sso-session` names).
+pub fn check_sso_session_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid SSO session name {name:?}: 1 to 64 characters from A-Z a-z 0-9 - _ ."
+        ))
+    }
 }
 
 /// `[role]`: AssumeRole parameters.
@@ -559,6 +630,8 @@ impl SessionConfig {
             Source::Keyring(k.clone())
         } else if let Some(w) = &self.web_identity {
             Source::WebIdentity(w.token_file.clone())
+        } else if let Some(sso) = &self.sso {
+            Source::Sso(sso.clone())
         } else {
             Source::Default
         }
@@ -596,6 +669,7 @@ impl SessionConfig {
             ("session", self.session.is_some()),
             ("keyring", self.keyring.is_some()),
             ("web_identity", self.web_identity.is_some()),
+            ("sso", self.sso.is_some()),
         ]
         .into_iter()
         .filter_map(|(n, set)| set.then_some(n))
@@ -621,6 +695,11 @@ impl SessionConfig {
                 "keyring",
                 "keyring entry must be 1 to 128 characters".into(),
             );
+        }
+        if let Some(sso) = &self.sso
+            && let Err(e) = validate_sso(sso)
+        {
+            err(e.field, e.message);
         }
         if self.role.is_none() {
             if self.web_identity.is_some() {
@@ -730,6 +809,68 @@ impl SessionConfig {
             )
         })
     }
+}
+
+fn validate_sso(sso: &SsoConfig) -> Result<(), FieldError> {
+    let err = |field: &'static str, message: String| Err(FieldError { field, message });
+    if !is_account(&sso.account_id) {
+        return err(
+            "sso.account_id",
+            format!("{:?} is not a 12-digit AWS account id", sso.account_id),
+        );
+    }
+    if sso.role_name.is_empty()
+        || sso.role_name.len() > 64
+        || !sso
+            .role_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
+    {
+        return err(
+            "sso.role_name",
+            format!(
+                "invalid role name {:?}: 1 to 64 characters from A-Z a-z 0-9 _ + = , . @ -",
+                sso.role_name
+            ),
+        );
+    }
+    match (&sso.session, &sso.start_url, &sso.region) {
+        (Some(name), None, None) => {
+            check_sso_session_name(name).map_err(|m| FieldError {
+                field: "sso.session",
+                message: m,
+            })?;
+        }
+        (Some(_), _, _) => {
+            return err(
+                "sso.session",
+                "set either `session` (a [sso_sessions.NAME] of elhaz.toml) or `start_url` and \
+                 `region`, not both"
+                    .into(),
+            );
+        }
+        (None, Some(url), Some(_)) => {
+            check_start_url(url).map_err(|m| FieldError {
+                field: "sso.start_url",
+                message: m,
+            })?;
+        }
+        (None, None, _) => {
+            return err(
+                "sso.start_url",
+                "[sso] needs `start_url` and `region`, or `session` naming a [sso_sessions.NAME] \
+                 of elhaz.toml"
+                    .into(),
+            );
+        }
+        (None, Some(_), None) => {
+            return err(
+                "sso.region",
+                "[sso] needs the `region` of the IAM Identity Center instance".into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_duration(
@@ -894,6 +1035,13 @@ pub struct Settings {
     /// `[client]`: which daemon the CLI may use besides your own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientSettings>,
+    /// Where IAM Identity Center tokens are kept besides the daemon's memory: `"aws"` (default:
+    /// the AWS CLI's cache, `~/.aws/sso/cache/`, shared with the AWS CLI and SDKs) or `"memory"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_token_cache: Option<SsoTokenCache>,
+    /// `[sso_sessions.NAME]`: IAM Identity Center logins shared by sessions (`[sso] session`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sso_sessions: std::collections::BTreeMap<String, SsoSession>,
 }
 
 /// `[client]` in `elhaz.toml`: the CLI uses a shared daemon only when this (or
@@ -908,6 +1056,17 @@ pub struct ClientSettings {
     /// Where that daemon listens (default: `ELHAZ_SHARED_SOCKET`, else `/run/elhaz/elhaz.sock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_socket: Option<PathBuf>,
+}
+
+/// `sso_token_cache` in `elhaz.toml`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SsoTokenCache {
+    /// The AWS CLI's cache files (shared with the AWS CLI, botocore and other SDKs).
+    #[default]
+    Aws,
+    /// The daemon's memory only: every daemon restart needs a new `elhaz sso login`.
+    Memory,
 }
 
 /// Default socket of a shared daemon (discovered by the CLI when no personal daemon runs).
@@ -1090,6 +1249,13 @@ impl Settings {
                 "client.shared",
                 "names the user a shared daemon runs as, e.g. \"elhaz\"",
             );
+        }
+        for (name, sso) in &s.sso_sessions {
+            if let Err(m) =
+                check_sso_session_name(name).and_then(|()| check_start_url(&sso.start_url))
+            {
+                bad("sso_sessions", &format!("[sso_sessions.{name}]: {m}"));
+            }
         }
         if s.idle_timeout.is_some_and(|w| w.0 == 0) {
             bad(

@@ -21,6 +21,7 @@
 //!   (`daemon::sessions`: bounded LRU, single-flight fetches, background refresh-ahead).
 //! - [`sts`] — the `Fetch` trait and its AWS STS implementation: sources, AssumeRole,
 //!   GetSessionToken, web identity, MFA sessions, error classification.
+//! - [`sso`] — IAM Identity Center: OIDC tokens, the AWS CLI's token cache, role credentials.
 //! - [`credentials`] — secret types (redacting, zeroizing) and RFC 3339 formatting.
 //! - [`keyring`] — long-term keys in the OS keyring.
 //! - [`ecs`] — the ECS container credentials endpoint (`exec --ecs`, `serve ecs`); std only.
@@ -44,6 +45,7 @@ pub mod keyring;
 pub mod logging;
 pub mod paths;
 pub mod protocol;
+pub mod sso;
 pub mod sts;
 
 pub use error::Error;

@@ -232,8 +232,17 @@ pub struct StatusInfo {
 
 /// Every value of [`SessionInfo::state`]: `fresh` (valid, no error), `refreshing` (a fetch is
 /// in flight), `stale` (valid, but the last refresh failed), `failed` (nothing valid, the last
-/// fetch failed), `expired` (nothing valid, no fetch yet), `idle` (loaded, never fetched).
-pub const SESSION_STATES: &[&str] = &["fresh", "refreshing", "stale", "failed", "expired", "idle"];
+/// fetch failed), `expired` (nothing valid, no fetch yet), `idle` (loaded, never fetched),
+/// `login_required` (nothing valid; the IAM Identity Center token needs `elhaz sso login`).
+pub const SESSION_STATES: &[&str] = &[
+    "fresh",
+    "refreshing",
+    "stale",
+    "failed",
+    "expired",
+    "idle",
+    "login_required",
+];
 
 /// One cached session as `daemon list` shows it. Holds no secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +389,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or unexpected failure inside the daemon.
     Internal,
+    /// The IAM Identity Center token of the session's start URL is gone or was rejected and
+    /// cannot be refreshed silently: someone must run `elhaz sso login` (the message says how).
+    LoginRequired,
     /// A code this client does not know (from a newer daemon).
     #[serde(other)]
     Unknown,
@@ -410,6 +422,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::LoginRequired => "login_required",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -110,6 +110,8 @@ struct Inner {
     default_endpoint: Option<String>,
     /// MFA sessions by (serial, source): shared across configs, refreshed only with a code.
     mfa_sessions: Mutex<HashMap<String, Arc<Credentials>>>,
+    /// IAM Identity Center tokens and the portal (`[sso]` sources).
+    sso: Arc<crate::sso::Sso>,
 }
 
 /// A role session name STS accepts, derived from the local user.
@@ -162,6 +164,7 @@ impl StsFetcher {
                 default_creds: sdk.credentials_provider(),
                 default_endpoint: sdk.endpoint_url().map(str::to_string),
                 mfa_sessions: Mutex::new(HashMap::new()),
+                sso: Arc::new(crate::sso::Sso::new(&sdk)),
             }),
         }
     }
@@ -256,6 +259,10 @@ impl Inner {
                 ErrorCode::Internal,
                 "web identity sessions need no base credentials",
             )),
+            Source::Sso(sso) => {
+                let f = self.sso.role_credentials(&req.name, &sso, None).await?;
+                Ok(SharedCredentialsProvider::new(f.creds.to_sdk()))
+            }
         }
     }
 
@@ -275,6 +282,11 @@ impl Inner {
 
         if let Source::WebIdentity(token_file) = cfg.source() {
             return self.web_identity(&req, &token_file, duration, note).await;
+        }
+        if let Source::Sso(sso) = cfg.source()
+            && cfg.role.is_none()
+        {
+            return self.sso.role_credentials(&req.name, &sso, note).await;
         }
         let base = self.base(&req).await?;
         let Some(role) = &cfg.role else {

@@ -136,7 +136,22 @@ fn config_from_flags(a: &ConfigAddArgs) -> Result<SessionConfig> {
             .transpose()?,
         mfa,
         sts,
+        sso: sso_flags(a)?,
     })
+}
+
+/// `[sso]` from `--sso-*` flags (validated with the rest of the config).
+fn sso_flags(a: &ConfigAddArgs) -> Result<Option<elhaz::config::SsoConfig>> {
+    if a.sso_start_url.is_none() && a.sso_session.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(elhaz::config::SsoConfig {
+        start_url: a.sso_start_url.clone(),
+        region: flag("sso-region", &a.sso_region)?,
+        session: a.sso_session.clone(),
+        account_id: a.sso_account_id.clone().unwrap_or_default(),
+        role_name: a.sso_role_name.clone().unwrap_or_default(),
+    }))
 }
 
 fn no_flags(a: &ConfigAddArgs) -> bool {
@@ -151,6 +166,8 @@ fn no_flags(a: &ConfigAddArgs) -> bool {
         && a.description.is_none()
         && a.sts_endpoint_url.is_none()
         && a.sts_region.is_none()
+        && a.sso_start_url.is_none()
+        && a.sso_session.is_none()
 }
 
 fn prompt(question: &str) -> Result<Option<String>> {
@@ -311,6 +328,9 @@ fn summary(cfg: &SessionConfig) -> String {
     match (&cfg.role, &cfg.web_identity) {
         (Some(r), Some(_)) => format!("web identity → {}", r.arn),
         (Some(r), None) => format!("assume {}", r.arn),
+        (None, _) if cfg.sso.is_some() => cfg.sso.as_ref().map_or_else(String::new, |s| {
+            format!("sso {} / {}", s.account_id, s.role_name)
+        }),
         (None, _) if cfg.mfa.is_some() => "session token (MFA)".into(),
         (None, _) => "session token".into(),
     }

@@ -15,9 +15,11 @@ mod daemon;
 mod doctor;
 mod ecs;
 mod import;
+mod import_aws;
 mod keyring;
 mod ops;
 mod setup;
+mod sso;
 
 /// Exit code: the daemon is not running (`daemon status`).
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -70,6 +72,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 force,
                 dry_run,
             } => import::import_elhaz(&paths, path.as_deref(), force, dry_run),
+            ConfigCmd::ImportAws {
+                path,
+                force,
+                dry_run,
+                rewrite,
+            } => import_aws::run(&paths, path.as_deref(), force, dry_run, rewrite),
         },
         Command::CredentialProcess(name) => consume::credential_process(&paths, &name),
         Command::Exec(args) => consume::exec(&paths, args),
@@ -108,6 +116,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Paths { json } => show_paths(&paths, json),
         Command::Serve(crate::cli::ServeCmd::Ecs(args)) => ecs::serve(&paths, args),
         Command::Console(args) => console::run(&paths, args),
+        Command::Sso(cmd) => sso::run(&paths, cmd),
     };
     result.map_err(|e| with_suggestion(&paths, given.as_deref(), e))
 }

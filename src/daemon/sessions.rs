@@ -310,6 +310,7 @@ impl Session {
             (true, false, Some(_)) => "stale",
             (true, false, None) => "fresh",
             (false, true, _) => "refreshing",
+            (false, false, Some(e)) if e.code == ErrorCode::LoginRequired => "login_required",
             (false, false, Some(_)) => "failed",
             (false, false, None) if inner.held.is_some() => "expired",
             (false, false, None) => "idle",

@@ -411,7 +411,7 @@ fn error_xml(status: u16, code: &str, message: &str, idx: usize) -> String {
 }
 
 /// Reads one request: (head, body). Bounded to 64 KiB.
-fn read_request(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+pub fn read_request(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -444,7 +444,7 @@ fn read_request(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     Ok((head, body))
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())

@@ -345,6 +345,17 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
             ),
         ),
         (
+            "reply_error_login_required.json",
+            err(
+                9,
+                WireError::new(
+                    ErrorCode::LoginRequired,
+                    "IAM Identity Center login needed for https://my-org.awsapps.com/start (the \
+                     refresh was refused (InvalidGrantException)): run `elhaz sso login corp`",
+                ),
+            ),
+        ),
+        (
             "reply_error_not_found.json",
             err(
                 5,
@@ -440,6 +451,7 @@ const ALL_CODES: &[ErrorCode] = &[
     ErrorCode::Internal,
     ErrorCode::Unknown,
     ErrorCode::SelfReference,
+    ErrorCode::LoginRequired,
 ];
 fn code_index(c: ErrorCode) -> usize {
     match c {
@@ -465,6 +477,7 @@ fn code_index(c: ErrorCode) -> usize {
         ErrorCode::Internal => 19,
         ErrorCode::Unknown => 20,
         ErrorCode::SelfReference => 21,
+        ErrorCode::LoginRequired => 22,
     }
 }
 

@@ -1,0 +1,335 @@
+//! `elhaz config import-aws`: the `[profile …]` and `[sso-session …]` entries of the AWS
+//! shared config file become session configs and `[sso_sessions]` of elhaz.toml.
+//!
+//! Converted: `role_arn` (+ `source_profile`, `role_session_name`, `external_id`,
+//! `mfa_serial`, `duration_seconds`), `sso_session` / legacy `sso_start_url` + `sso_region`
+//! with `sso_account_id` + `sso_role_name`, and `region`. A `source_profile` that is itself
+//! converted becomes a chained `session = …`; otherwise it stays a `profile = …` source (static
+//! keys in the credentials file). Anything else (`credential_source`, `credential_process`,
+//! `web_identity_token_file`, profiles with only keys) is reported, not guessed at. The AWS file
+//! is never changed unless `--rewrite`, which first copies it to `FILE.elhaz-backup` and then
+//! replaces each converted profile's body with a `credential_process` line (and its region).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use elhaz::config::{self, MfaConfig, RoleConfig, SessionConfig, Settings, SsoConfig, Store};
+use elhaz::paths::Paths;
+
+/// One `[section]` of an INI file: its header name and its keys, in order.
+#[derive(Debug, Clone, Default)]
+struct Section {
+    kind: String,
+    name: String,
+    keys: BTreeMap<String, String>,
+}
+
+/// The AWS config's `[profile NAME]`, `[default]` and `[sso-session NAME]` sections.
+fn parse_ini(text: &str) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            let h = h.trim();
+            let (kind, name) = match h.split_once(char::is_whitespace) {
+                Some((k, n)) => (k.to_string(), n.trim().to_string()),
+                None => ("profile".to_string(), h.to_string()),
+            };
+            out.push(Section {
+                kind,
+                name,
+                keys: BTreeMap::new(),
+            });
+        } else if let (Some(s), Some((k, v))) = (out.last_mut(), t.split_once('=')) {
+            s.keys.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    out
+}
+
+fn aws_config_file(path: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = path {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("AWS_CONFIG_FILE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?;
+    Ok(PathBuf::from(home).join(".aws/config"))
+}
+
+/// Converts one profile, or says why not.
+fn convert(s: &Section, converted: &BTreeMap<String, ()>) -> Result<SessionConfig, String> {
+    let k = |key: &str| s.keys.get(key).cloned();
+    for unsupported in [
+        "credential_source",
+        "credential_process",
+        "web_identity_token_file",
+    ] {
+        if s.keys.contains_key(unsupported) {
+            return Err(format!("`{unsupported}` has no elhaz equivalent"));
+        }
+    }
+    let region = match k("region") {
+        Some(r) => Some(r.parse().map_err(|e| format!("region: {e}"))?),
+        None => None,
+    };
+    let mut cfg = SessionConfig {
+        region,
+        ..Default::default()
+    };
+    if let (Some(account_id), Some(role_name)) = (k("sso_account_id"), k("sso_role_name")) {
+        let sso = match k("sso_session") {
+            Some(sess) => SsoConfig {
+                session: Some(sess),
+                account_id,
+                role_name,
+                ..Default::default()
+            },
+            None => SsoConfig {
+                start_url: k("sso_start_url"),
+                region: match k("sso_region") {
+                    Some(r) => Some(r.parse().map_err(|e| format!("sso_region: {e}"))?),
+                    None => None,
+                },
+                account_id,
+                role_name,
+                ..Default::default()
+            },
+        };
+        cfg.sso = Some(sso);
+    }
+    if let Some(arn) = k("role_arn") {
+        cfg.role = Some(RoleConfig {
+            arn: arn.parse().map_err(|e| format!("role_arn: {e}"))?,
+            session_name: k("role_session_name"),
+            external_id: k("external_id"),
+            policy: None,
+            policy_arns: vec![],
+            transitive_tag_keys: vec![],
+            source_identity: None,
+            tags: BTreeMap::new(),
+        });
+        match k("source_profile") {
+            Some(src) if cfg.sso.is_some() => {
+                return Err(format!("both sso_* and source_profile {src:?}"));
+            }
+            Some(src) if converted.contains_key(&src) && src != s.name => {
+                cfg.session = Some(src.parse().map_err(|e| format!("source_profile: {e}"))?);
+            }
+            Some(src) => cfg.profile = Some(src),
+            None if cfg.sso.is_none() => {
+                return Err("role_arn without source_profile or sso_*".into());
+            }
+            None => {}
+        }
+        if let Some(serial) = k("mfa_serial") {
+            cfg.mfa = Some(MfaConfig {
+                serial: serial.parse().map_err(|e| format!("mfa_serial: {e}"))?,
+                command: None,
+                command_timeout: None,
+                session_duration: None,
+            });
+        }
+    } else if cfg.sso.is_none() {
+        return Err("no role_arn or sso_* settings (static keys stay a `profile` source)".into());
+    }
+    if let Some(d) = k("duration_seconds") {
+        cfg.duration = Some(d.parse().map_err(|e| format!("duration_seconds: {e}"))?);
+    }
+    cfg.validate(config::env_custom_endpoint())
+        .map_err(|errs| {
+            errs.iter()
+                .map(|fe| format!("{}: {}", fe.field, fe.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+    Ok(cfg)
+}
+
+/// Runs `config import-aws`.
+pub fn run(
+    paths: &Paths,
+    path: Option<&Path>,
+    force: bool,
+    dry_run: bool,
+    rewrite: bool,
+) -> Result<ExitCode> {
+    let file = aws_config_file(path)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let sections = parse_ini(&text);
+
+    // [sso-session NAME] → [sso_sessions.NAME] of elhaz.toml (appended when missing).
+    let settings = Settings::load(&paths.settings_file)?;
+    let mut toml_add = String::new();
+    for s in sections.iter().filter(|s| s.kind == "sso-session") {
+        let (Some(url), Some(region)) = (s.keys.get("sso_start_url"), s.keys.get("sso_region"))
+        else {
+            println!(
+                "skipped sso-session {}: needs sso_start_url and sso_region",
+                s.name
+            );
+            continue;
+        };
+        if let Err(m) =
+            config::check_sso_session_name(&s.name).and_then(|()| config::check_start_url(url))
+        {
+            println!("skipped sso-session {}: {m}", s.name);
+            continue;
+        }
+        if settings.sso_sessions.contains_key(&s.name) {
+            println!("kept [sso_sessions.{}]: already in elhaz.toml", s.name);
+            continue;
+        }
+        let scopes: Vec<String> = s
+            .keys
+            .get("sso_registration_scopes")
+            .map(|v| {
+                v.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut block = format!(
+            "\n[sso_sessions.{}]\nstart_url = {}\nregion = {}\n",
+            s.name,
+            toml::Value::String(url.clone()),
+            toml::Value::String(region.clone())
+        );
+        if !scopes.is_empty() {
+            block.push_str(&format!(
+                "scopes = {}\n",
+                toml::Value::Array(scopes.into_iter().map(toml::Value::String).collect())
+            ));
+        }
+        println!(
+            "{} [sso_sessions.{}] in elhaz.toml",
+            if dry_run { "would add" } else { "added" },
+            s.name
+        );
+        toml_add.push_str(&block);
+    }
+    if !toml_add.is_empty() && !dry_run {
+        let mut current = config::read_config_file(&paths.settings_file)?.unwrap_or_default();
+        current.push_str(&toml_add);
+        // Validate before writing: a bad block must not break the daemon's start.
+        let tmp = tempfile::NamedTempFile::new_in(
+            paths.settings_file.parent().unwrap_or(Path::new(".")),
+        )?;
+        std::fs::write(tmp.path(), &current)?;
+        Settings::load(tmp.path())?;
+        tmp.persist(&paths.settings_file).map_err(|e| {
+            anyhow!(
+                "cannot write {}: {}",
+                paths.settings_file.display(),
+                e.error
+            )
+        })?;
+    }
+
+    let profiles: Vec<&Section> = sections.iter().filter(|s| s.kind == "profile").collect();
+    // Names that will be elhaz sessions: a source_profile among them becomes chaining.
+    let mut converted = BTreeMap::new();
+    for s in &profiles {
+        if config::validate_name(&s.name).is_ok() && convert(s, &BTreeMap::new()).is_ok() {
+            converted.insert(s.name.clone(), ());
+        }
+    }
+    let store = Store::new(&paths.configs_dir);
+    let (mut written, mut skipped) = (Vec::new(), 0);
+    for s in &profiles {
+        if let Err(e) = config::validate_name(&s.name) {
+            println!("skipped profile {}: {e}", s.name);
+            skipped += 1;
+            continue;
+        }
+        let cfg = match convert(s, &converted) {
+            Ok(c) => c,
+            Err(why) => {
+                println!("skipped profile {}: {why}", s.name);
+                skipped += 1;
+                continue;
+            }
+        };
+        if dry_run {
+            println!("would write {}:\n{}", s.name, cfg.to_toml());
+            written.push(s.name.clone());
+            continue;
+        }
+        match store.write(&s.name, &cfg.to_toml(), force) {
+            Ok(_) => {
+                println!("wrote {}", s.name);
+                written.push(s.name.clone());
+            }
+            Err(e) => {
+                println!("skipped profile {}: {e}", s.name);
+                skipped += 1;
+            }
+        }
+    }
+    println!(
+        "{} {} session config(s); {skipped} profile(s) not converted",
+        if dry_run { "would write" } else { "wrote" },
+        written.len()
+    );
+    if rewrite && !written.is_empty() {
+        let backup = PathBuf::from(format!("{}.elhaz-backup", file.display()));
+        std::fs::copy(&file, &backup).with_context(|| {
+            format!("cannot back up {} to {}", file.display(), backup.display())
+        })?;
+        let exe = std::env::current_exe().context("cannot locate the elhaz binary")?;
+        let out = rewritten(&text, &written, &exe);
+        std::fs::write(&file, out).with_context(|| format!("cannot write {}", file.display()))?;
+        println!(
+            "rewrote {} profile(s) in {} to use elhaz (backup: {})",
+            written.len(),
+            file.display(),
+            backup.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The AWS config with each of `names`' profile bodies replaced by a `credential_process`
+/// line (its `region` kept); everything else byte for byte.
+fn rewritten(text: &str, names: &[String], exe: &Path) -> String {
+    let mut out = String::new();
+    let mut in_converted = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            let h = h.trim();
+            let name = h.strip_prefix("profile").map_or(h, str::trim);
+            in_converted =
+                (h.starts_with("profile ") || h == "default") && names.iter().any(|n| n == name);
+            out.push_str(line);
+            out.push('\n');
+            if in_converted {
+                out.push_str(&format!(
+                    "credential_process = {} credential-process {name}\n",
+                    exe.display()
+                ));
+            }
+            continue;
+        }
+        if in_converted {
+            if let Some((k, _)) = t.split_once('=')
+                && k.trim() == "region"
+            {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
