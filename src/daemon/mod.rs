@@ -15,6 +15,7 @@
 pub mod handler;
 pub mod lifecycle;
 pub mod policy;
+pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod state;
