@@ -18,6 +18,7 @@ pub mod handler;
 pub mod lifecycle;
 pub mod policy;
 pub mod selfref;
+pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod state;
