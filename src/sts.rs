@@ -105,9 +105,6 @@ struct Inner {
     client: aws_sdk_sts::Client,
     default_region: Option<Region>,
     default_creds: Option<SharedCredentialsProvider>,
-    /// The endpoint from the daemon's environment or shared config (`AWS_ENDPOINT_URL…`), for
-    /// error messages.
-    default_endpoint: Option<String>,
     /// MFA sessions by (serial, source): shared across configs, refreshed only with a code.
     mfa_sessions: Mutex<HashMap<String, Arc<Credentials>>>,
     /// IAM Identity Center tokens and the portal (`[sso]` sources).
@@ -162,7 +159,6 @@ impl StsFetcher {
                 client: aws_sdk_sts::Client::new(&sdk),
                 default_region: sdk.region().cloned(),
                 default_creds: sdk.credentials_provider(),
-                default_endpoint: sdk.endpoint_url().map(str::to_string),
                 mfa_sessions: Mutex::new(HashMap::new()),
                 sso: Arc::new(crate::sso::Sso::new(&sdk)),
             }),
@@ -179,14 +175,6 @@ impl Inner {
             .map(|r| Region::new(r.0.clone()))
             .or_else(|| self.default_region.clone())
             .unwrap_or_else(|| Region::from_static("us-east-1"))
-    }
-
-    /// The STS endpoint a config's calls go to, as error messages name it.
-    fn endpoint(&self, cfg: &SessionConfig) -> String {
-        cfg.endpoint_url()
-            .map(str::to_string)
-            .or_else(|| self.default_endpoint.clone())
-            .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", self.region(cfg)))
     }
 
     fn overrides(
@@ -969,19 +957,9 @@ impl Fetch for StsFetcher {
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let (name, cfg) = (req.name.clone(), req.config.clone());
-            inner.fetch(req).await.map_err(|mut e| {
-                // Unreachable or down: name the session and the endpoint, so "no network yet
-                // after a wake-up" reads as such. The code stays `unavailable`.
-                if e.code == ErrorCode::Unavailable {
-                    e.message = format!(
-                        "session {name} (STS endpoint {}): {}",
-                        inner.endpoint(&cfg),
-                        e.message
-                    );
-                }
-                e
-            })
+            // The engine prefixes STS failures with the session and the endpoint
+            // (`sessions::explain`), so "no network yet after a wake-up" reads as such.
+            inner.fetch(req).await
         })
     }
 

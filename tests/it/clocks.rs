@@ -174,7 +174,7 @@ fn wall_clock_jump_refreshes_once_in_background_and_after_outage() {
     let reply = raw.request(r#"{"protocol":2,"id":1,"op":"credentials","name":"dev"}"#);
     assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
     let msg = reply["error"]["message"].as_str().unwrap_or_default();
-    assert_contains(msg, &["cannot reach STS", "session dev", &gate.url()]);
+    assert_contains(msg, &["cannot reach STS", "session \"dev\"", &gate.url()]);
     let out = env.run_fail(&["credential-process", "dev"]);
     assert_contains(&stderr(&out), &["cannot reach STS", "dev"]);
     let info = list_json(&env);
