@@ -1,13 +1,16 @@
 //! The background STS scheduler: every call the daemon makes on its own (re-warm after a
-//! restart, refresh-ahead) waits here for a permit; calls a client is waiting for do not.
+//! restart, refresh-ahead) is meant to wait here for a permit; calls a client is waiting for
+//! do not. **Not wired into the engine yet** (issue #15): the refresher and re-warm still call
+//! STS directly; this module is complete and tested on its own under paused time.
 //!
 //! Why one scheduler: real STS throttles bursts per account, and a daemon with thousands of
 //! sessions would otherwise send them all at once after a restart (2,000 AssumeRole calls in
 //! ~12 s were measured against the local STS), and every throttled session would then back off
 //! on its own and retry together. Here the rate is shaped per STS endpoint instead:
 //!
-//! - **Token bucket per endpoint** (default 20 calls/s, burst 5; `[background]` in
-//!   `elhaz.toml`). An endpoint's bucket exists only while it has been used; the dispatcher of
+//! - **Token bucket per endpoint** (default 20 calls/s, burst 5, from [`RateConfig`]; the
+//!   `elhaz.toml` setting comes with the wiring). An endpoint's bucket exists only once it has
+//!   been used; the dispatcher of
 //!   an endpoint with nobody waiting sleeps on a `Notify` (no timer), so an idle daemon does
 //!   not wake up for it.
 //! - **Earliest deadline first.** Waiters are served in the order of the time by which they
