@@ -746,18 +746,29 @@ fn convert(
     convert_dated(c, arn, started, None, note)
 }
 
-/// Records the `Date` header of STS's last response to one call (retries overwrite it).
+/// Records the `Date` header of STS's last response to one call (retries overwrite it) and
+/// when it arrived on our clock. The engine measures lifetimes with it; `doctor` measures
+/// clock skew with it.
 #[derive(Debug, Clone, Default)]
-pub struct DateCapture(Arc<Mutex<Option<String>>>);
+pub struct DateCapture(Arc<Mutex<Option<(String, SystemTime)>>>);
 
 impl DateCapture {
     /// STS's clock at its last answer, if the answer carried a parseable `Date`.
     pub fn date(&self) -> Option<SystemTime> {
-        let d = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
-        aws_smithy_types::DateTime::from_str(&d, aws_smithy_types::date_time::Format::HttpDate)
-            .ok()
-            .and_then(|d| SystemTime::try_from(d).ok())
+        self.header().and_then(|(d, _)| parse_http_date(&d))
     }
+
+    /// The raw `Date` header of the last answer and our clock when it arrived.
+    pub fn header(&self) -> Option<(String, SystemTime)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// An HTTP date (`Wed, 02 Dec 2026 05:27:26 GMT`), as STS sends it in `Date`.
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::HttpDate)
+        .ok()
+        .and_then(|d| SystemTime::try_from(d).ok())
 }
 
 impl aws_sdk_sts::config::Intercept for DateCapture {
@@ -772,7 +783,8 @@ impl aws_sdk_sts::config::Intercept for DateCapture {
         _cfg: &mut aws_sdk_sts::config::ConfigBag,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if let Some(d) = ctx.response().headers().get("date") {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.to_string());
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((d.to_string(), SystemTime::now()));
         }
         Ok(())
     }
@@ -1026,12 +1038,12 @@ mod tests {
     fn date_capture_parses_http_dates() {
         let c = DateCapture::default();
         assert_eq!(c.date(), None);
-        *c.0.lock().unwrap() = Some("Wed, 02 Dec 2026 05:27:26 GMT".into());
+        *c.0.lock().unwrap() = Some(("Wed, 02 Dec 2026 05:27:26 GMT".into(), SystemTime::now()));
         assert_eq!(
             c.date().map(crate::credentials::rfc3339).as_deref(),
             Some("2026-12-02T05:27:26Z")
         );
-        *c.0.lock().unwrap() = Some("yesterday".into());
+        *c.0.lock().unwrap() = Some(("yesterday".into(), SystemTime::now()));
         assert_eq!(c.date(), None);
     }
 }

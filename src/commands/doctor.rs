@@ -16,7 +16,6 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
@@ -929,31 +928,6 @@ fn check_aws_profiles(r: &mut Report, paths: &Paths) {
     }
 }
 
-/// Records the `Date` header of the first response and when it arrived.
-#[derive(Debug, Clone, Default)]
-struct DateCapture(Arc<Mutex<Option<(String, SystemTime)>>>);
-
-impl aws_sdk_sts::config::Intercept for DateCapture {
-    fn name(&self) -> &'static str {
-        "ElhazDoctorDateCapture"
-    }
-
-    fn read_after_transmit(
-        &self,
-        ctx: &aws_sdk_sts::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
-        _rc: &aws_sdk_sts::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_sts::config::ConfigBag,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if let Some(d) = ctx.response().headers().get("date")
-            && let Ok(mut slot) = self.0.lock()
-            && slot.is_none()
-        {
-            *slot = Some((d.to_string(), SystemTime::now()));
-        }
-        Ok(())
-    }
-}
-
 /// The STS endpoint doctor asks: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, or global STS.
 fn sts_endpoint() -> String {
     ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
@@ -976,7 +950,7 @@ fn probe_sts_date(endpoint: &str) -> Result<(SystemTime, SystemTime), String> {
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "us-east-1".into());
-    let capture = DateCapture::default();
+    let capture = elhaz::sts::DateCapture::default();
     let conf = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region))
@@ -995,19 +969,15 @@ fn probe_sts_date(endpoint: &str) -> Result<(SystemTime, SystemTime), String> {
     let sent = runtime.block_on(async {
         tokio::time::timeout(SKEW_TIMEOUT, client.get_caller_identity().send()).await
     });
-    let captured = capture.0.lock().ok().and_then(|s| s.clone());
-    let Some((date, local)) = captured else {
+    let Some((date, local)) = capture.header() else {
         return Err(match sent {
             Err(_) => format!("no answer within {}s", SKEW_TIMEOUT.as_secs()),
             Ok(Err(e)) => elhaz::error::display_chain(&e),
             Ok(Ok(_)) => "the reply has no Date header".into(),
         });
     };
-    let server =
-        aws_smithy_types::DateTime::from_str(&date, aws_smithy_types::date_time::Format::HttpDate)
-            .ok()
-            .and_then(|d| SystemTime::try_from(d).ok())
-            .ok_or_else(|| format!("cannot parse the reply's Date header {date:?}"))?;
+    let server = elhaz::sts::parse_http_date(&date)
+        .ok_or_else(|| format!("cannot parse the reply's Date header {date:?}"))?;
     Ok((server, local))
 }
 
