@@ -13,6 +13,16 @@
 //! (chaining, resolved by the cache in-process), or a web identity token file (re-read at each
 //! refresh; tokens rotate).
 //!
+//! Child processes: a profile whose credentials come from a `credential_process`, directly or
+//! at the root of a `role_arn` + `source_profile` chain, is resolved here rather than by the
+//! SDK's profile provider, which would run the process with no process group, no deadline and
+//! no way to kill it at daemon stop. [`ProfileFiles::process_chain`] walks the chain by the
+//! SDK's rules and hands every other shape (static keys, SSO, web identity,
+//! `credential_source`, invalid chains) back to the SDK, so its errors stay the SDK's. The
+//! trade-off: the chain's roles are assumed at the session's STS endpoint and region (the SDK
+//! would use the profile's), and we also honour `duration_seconds`, which botocore reads and
+//! the Rust SDK ignores.
+//!
 //! Clock skew: every credential call records the `Date` header of STS's answer (an SDK
 //! interceptor, [`DateCapture`]) and measures the lifetime on STS's own clock,
 //! `Expiration − Date`, instead of against our clock. A local clock that runs slow would
@@ -196,19 +206,30 @@ impl Inner {
     /// needs none, handled separately).
     async fn base(&self, req: &FetchRequest) -> Result<SharedCredentialsProvider, WireError> {
         match req.config.source() {
-            Source::Default => self.default_creds.clone().ok_or_else(|| {
-                WireError::new(
-                    ErrorCode::SourceError,
-                    "no default AWS credentials: the daemon's environment and shared config \
-                     provide none; set a `profile`, `keyring` or `session` source",
-                )
-            }),
+            Source::Default => {
+                // The default chain would run the selected profile's `credential_process`
+                // itself (no process group, no deadline): when no environment keys come
+                // first, such a profile (or a chain ending in one) is run by us instead.
+                if !env_keys_present()
+                    && let Some(chain) = ProfileFiles::load().process_chain(&default_profile())
+                {
+                    return self.run_process_chain(req, &default_profile(), chain).await;
+                }
+                self.default_creds.clone().ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::SourceError,
+                        "no default AWS credentials: the daemon's environment and shared \
+                         config provide none; set a `profile`, `keyring` or `session` source",
+                    )
+                })
+            }
             Source::Profile(p) => {
-                // A profile whose credentials come from `credential_process` alone runs under our
-                // own runner (own process group, killed on the fetch deadline and at stop);
-                // anything else goes through the SDK's profile chain.
-                if let Some(command) = plain_credential_process(&p) {
-                    return run_credential_process(&p, &command).await;
+                // A profile whose credentials come from a `credential_process`, directly or at
+                // the root of a `source_profile` chain, runs under our own runner (own process
+                // group, killed on the fetch deadline and at stop) and its roles are assumed
+                // here; anything else goes through the SDK's profile chain.
+                if let Some(chain) = ProfileFiles::load().process_chain(&p) {
+                    return self.run_process_chain(req, &p, chain).await;
                 }
                 let conf = aws_config::provider_config::ProviderConfig::without_region()
                     .with_region(Some(self.region(&req.config)));
@@ -252,6 +273,45 @@ impl Inner {
                 Ok(SharedCredentialsProvider::new(f.creds.to_sdk()))
             }
         }
+    }
+
+    /// Runs the root `credential_process` of a profile chain under [`run_child`], then assumes
+    /// each role of the chain in order (root first) with the credentials of the step before,
+    /// as the SDK's profile provider would: `role_arn`, `external_id`, `role_session_name`
+    /// (default: ours), and `duration_seconds` as botocore reads it (the Rust SDK ignores it;
+    /// STS's default of 1 h otherwise). Each call goes to the session's STS endpoint and region.
+    async fn run_process_chain(
+        &self,
+        req: &FetchRequest,
+        profile: &str,
+        chain: ProcessChain,
+    ) -> Result<SharedCredentialsProvider, WireError> {
+        let mut creds = run_credential_process(&chain.root, &chain.command).await?;
+        for role in chain.roles {
+            let started = SystemTime::now();
+            let out = self
+                .client
+                .assume_role()
+                .role_arn(role.arn.clone())
+                .role_session_name(role.session_name.unwrap_or_else(default_session_name))
+                .set_external_id(role.external_id)
+                .set_duration_seconds(role.duration_seconds)
+                .customize()
+                .config_override(self.overrides(&req.config, Some(creds)))
+                .send()
+                .await
+                .map_err(|e| {
+                    let mut e = classify("AssumeRole", e, false);
+                    e.message = format!(
+                        "AWS profile {profile:?}: role_arn of profile {:?}: {}",
+                        role.profile, e.message
+                    );
+                    e
+                })?;
+            let step = convert(out.credentials(), None, started, None)?;
+            creds = SharedCredentialsProvider::new(step.creds.to_sdk());
+        }
+        Ok(creds)
     }
 
     async fn fetch(&self, req: FetchRequest) -> Result<Fetched, WireError> {
@@ -626,43 +686,149 @@ fn ini_lookup(text: &str, section: &str, key: &str) -> Option<String> {
     found
 }
 
-/// The `credential_process` of AWS profile `name`, when that is the profile's only source of
-/// credentials (no role, static keys, web identity or SSO in it); `None` otherwise.
-fn plain_credential_process(name: &str) -> Option<String> {
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let config = std::env::var_os("AWS_CONFIG_FILE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
-    let creds = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
-    let config_text = config
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let creds_text = creds
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let section = if name == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {name}")
-    };
-    let get = |key: &str| {
-        ini_lookup(&creds_text, name, key).or_else(|| ini_lookup(&config_text, &section, key))
-    };
-    let other_source = [
-        "role_arn",
-        "aws_access_key_id",
-        "web_identity_token_file",
-        "sso_session",
-        "sso_start_url",
-    ]
-    .iter()
-    .any(|k| get(k).is_some());
-    if other_source {
-        return None;
+/// Whether the environment holds static keys, which the SDK's default chain takes before any
+/// profile.
+fn env_keys_present() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
+        || (set("AWS_ACCESS_KEY") && set("AWS_SECRET_KEY"))
+}
+
+/// The profile the SDK's default chain reads: `AWS_PROFILE`, else `default`.
+fn default_profile() -> String {
+    std::env::var("AWS_PROFILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// The longest `source_profile` chain elhaz walks itself; a longer one is left to the SDK.
+const MAX_PROFILE_CHAIN: usize = 16;
+
+/// A role of a profile chain: one profile's `role_arn` and the settings that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProfileRole {
+    profile: String,
+    arn: String,
+    external_id: Option<String>,
+    session_name: Option<String>,
+    duration_seconds: Option<i32>,
+}
+
+/// A profile whose credentials come from a `credential_process`: run `command` (of profile
+/// `root`), then assume `roles` in order (empty for a plain `credential_process` profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProcessChain {
+    root: String,
+    command: String,
+    roles: Vec<ProfileRole>,
+}
+
+/// The text of the shared config and credentials files, read once per fetch (so edits are
+/// picked up), as the SDK finds them (`AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`, else
+/// under `$HOME/.aws`).
+struct ProfileFiles {
+    config: String,
+    creds: String,
+}
+
+impl ProfileFiles {
+    fn load() -> ProfileFiles {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let config = std::env::var_os("AWS_CONFIG_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
+        let creds = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
+        let read = |p: Option<std::path::PathBuf>| {
+            p.and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default()
+        };
+        ProfileFiles {
+            config: read(config),
+            creds: read(creds),
+        }
     }
-    get("credential_process").filter(|c| !c.is_empty())
+
+    /// Key `key` of profile `name` (the credentials file wins over the config file, as in the
+    /// SDK); empty values count as unset.
+    fn get(&self, name: &str, key: &str) -> Option<String> {
+        let section = if name == "default" {
+            "default".to_string()
+        } else {
+            format!("profile {name}")
+        };
+        ini_lookup(&self.creds, name, key)
+            .or_else(|| ini_lookup(&self.config, &section, key))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The chain of profile `name` when it ends in a `credential_process`, walked as the SDK's
+    /// profile provider walks it (`aws-config`'s `resolve_chain`): a profile with `role_arn`
+    /// (and no `web_identity_token_file`) chains to its `source_profile` (itself: its own
+    /// base credentials); after the first profile, static keys end the chain; a profile
+    /// without `role_arn` is the base. `None` whenever the base is anything else (static
+    /// keys, SSO, web identity, `credential_source`) or the chain is invalid (a loop, both or
+    /// neither of `source_profile`/`credential_source`, a missing profile): the SDK then
+    /// resolves it, and reports the errors, as before. No child process is run on that path.
+    fn process_chain(&self, name: &str) -> Option<ProcessChain> {
+        let mut visited: Vec<String> = Vec::new();
+        let mut roles = Vec::new();
+        let mut current = name.to_string();
+        let base = loop {
+            if visited.contains(&current) || visited.len() >= MAX_PROFILE_CHAIN {
+                return None;
+            }
+            visited.push(current.clone());
+            let get = |k: &str| self.get(&current, k);
+            if visited.len() > 1
+                && get("aws_access_key_id").is_some()
+                && get("aws_secret_access_key").is_some()
+            {
+                return None;
+            }
+            let Some(arn) = get("role_arn").filter(|_| get("web_identity_token_file").is_none())
+            else {
+                break current;
+            };
+            roles.push(ProfileRole {
+                profile: current.clone(),
+                arn,
+                external_id: get("external_id"),
+                session_name: get("role_session_name"),
+                duration_seconds: get("duration_seconds").and_then(|d| d.parse().ok()),
+            });
+            match (get("source_profile"), get("credential_source")) {
+                (Some(src), None) if src == current => break current,
+                (Some(src), None) => current = src,
+                _ => return None,
+            }
+        };
+        let get = |k: &str| self.get(&base, k);
+        let other_base = [
+            "credential_source",
+            "web_identity_token_file",
+            "sso_session",
+            "sso_start_url",
+            "sso_account_id",
+            "sso_region",
+            "sso_role_name",
+            "login_session",
+        ]
+        .iter()
+        .any(|k| get(k).is_some());
+        if other_base {
+            return None;
+        }
+        let command = get("credential_process")?;
+        roles.reverse();
+        Some(ProcessChain {
+            root: base,
+            command,
+            roles,
+        })
+    }
 }
 
 /// Runs a profile's `credential_process` (through `sh -c`, as the AWS SDKs do) under
@@ -1018,6 +1184,82 @@ impl Fetch for StsFetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files(config: &str, creds: &str) -> ProfileFiles {
+        ProfileFiles {
+            config: config.into(),
+            creds: creds.into(),
+        }
+    }
+
+    #[test]
+    fn a_plain_credential_process_profile_is_a_chain_without_roles() {
+        let f = files("[profile p]\ncredential_process = /bin/tool a\n", "");
+        assert_eq!(
+            f.process_chain("p"),
+            Some(ProcessChain {
+                root: "p".into(),
+                command: "/bin/tool a".into(),
+                roles: vec![],
+            })
+        );
+    }
+
+    #[test]
+    fn a_source_profile_chain_to_a_credential_process_is_walked_root_first() {
+        let f = files(
+            "[profile top]\nrole_arn = arn:aws:iam::1:role/top\nsource_profile = mid\n\
+             external_id = ext\nrole_session_name = me\nduration_seconds = 1800\n\n\
+             [profile mid]\nrole_arn = arn:aws:iam::1:role/mid\nsource_profile = root\n\n\
+             [profile root]\ncredential_process = /bin/tool\n",
+            "",
+        );
+        let chain = f.process_chain("top").expect("a process chain");
+        assert_eq!(chain.root, "root");
+        assert_eq!(chain.command, "/bin/tool");
+        let arns: Vec<_> = chain.roles.iter().map(|r| r.arn.as_str()).collect();
+        assert_eq!(arns, ["arn:aws:iam::1:role/mid", "arn:aws:iam::1:role/top"]);
+        let top = &chain.roles[1];
+        assert_eq!(top.external_id.as_deref(), Some("ext"));
+        assert_eq!(top.session_name.as_deref(), Some("me"));
+        assert_eq!(top.duration_seconds, Some(1800));
+        assert_eq!(chain.roles[0].duration_seconds, None);
+    }
+
+    #[test]
+    fn a_self_referencing_role_profile_uses_its_own_credential_process() {
+        let f = files(
+            "[profile s]\nrole_arn = arn:aws:iam::1:role/s\nsource_profile = s\n\
+             credential_process = /bin/tool\n",
+            "",
+        );
+        let chain = f.process_chain("s").expect("a process chain");
+        assert_eq!(chain.root, "s");
+        assert_eq!(chain.roles.len(), 1);
+    }
+
+    #[test]
+    fn chains_without_a_credential_process_are_left_to_the_sdk() {
+        // Static keys in a source profile win over its credential_process (as in the SDK).
+        let f = files(
+            "[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = b\n\n\
+             [profile b]\ncredential_process = /bin/tool\n",
+            "[b]\naws_access_key_id = AKIA\naws_secret_access_key = s\n",
+        );
+        assert_eq!(f.process_chain("a"), None);
+        // A loop, a credential_source, SSO and a missing profile: the SDK reports them.
+        let f = files(
+            "[profile x]\nrole_arn = r\nsource_profile = y\n\n\
+             [profile y]\nrole_arn = r\nsource_profile = x\ncredential_process = t\n\n\
+             [profile e]\nrole_arn = r\ncredential_source = Environment\n\n\
+             [profile o]\nsso_session = s\ncredential_process = t\n\n\
+             [profile m]\nrole_arn = r\nsource_profile = nowhere\n",
+            "",
+        );
+        for p in ["x", "e", "o", "m", "absent"] {
+            assert_eq!(f.process_chain(p), None, "{p}");
+        }
+    }
 
     #[test]
     fn lifetime_is_measured_on_sts_clock_when_it_says_it() {

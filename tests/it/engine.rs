@@ -1328,3 +1328,87 @@ fn profile_sources_static_keys_and_credential_process() {
     let err = cp_fail(&env, "nosuch");
     assert!(err.contains("\"nope\""), "{err}");
 }
+
+/// A profile chain that ends in a `credential_process` (`top` → `mid` → `root`): elhaz runs the
+/// process itself (its own process group, under the fetch deadline) and assumes the chain's
+/// roles in order, root first, each signed with the step before's key, with the profile's
+/// `external_id`, `role_session_name` and `duration_seconds`; the session's own role last.
+#[test]
+fn a_source_profile_chain_to_a_credential_process_is_assumed_in_order() {
+    let (env, sts) = fake_env();
+    let script = env.write_scratch(
+        "provide-chain.sh",
+        "#!/bin/sh\nprintf '%s' '{\"Version\":1,\"AccessKeyId\":\"AKIAPROCESS000000002\",\"SecretAccessKey\":\"x\"}'\n",
+    );
+    chmod(&script, 0o755);
+    let cfg = env.write_scratch(
+        "aws-config-chain",
+        format!(
+            "[profile top]\nrole_arn = {}\nsource_profile = mid\n\n\
+             [profile mid]\nrole_arn = {}\nsource_profile = root\nexternal_id = ext-1\n\
+             role_session_name = me-mid\nduration_seconds = 1800\n\n\
+             [profile root]\ncredential_process = {}\n",
+            role("mid2"),
+            role("mid1"),
+            script.display()
+        ),
+    );
+    env.set_env("AWS_CONFIG_FILE", &cfg);
+    add_sts_config(
+        &env,
+        "viachain",
+        &sts.url(),
+        &["--source-profile", "top", "--role-arn", &role("final")],
+    );
+    cp(&env, "viachain");
+    let calls = sts.calls_of("AssumeRole");
+    let roles: Vec<_> = calls.iter().filter_map(|c| c.role()).collect();
+    assert_eq!(roles, ["mid1", "mid2", "final"], "{calls:?}");
+    let (mid1, mid2, last) = (&calls[0], &calls[1], &calls[2]);
+    assert_eq!(mid1.access_key.as_deref(), Some("AKIAPROCESS000000002"));
+    assert_eq!(mid1.param("ExternalId"), Some("ext-1"));
+    assert_eq!(mid1.param("RoleSessionName"), Some("me-mid"));
+    assert_eq!(mid1.param("DurationSeconds"), Some("1800"));
+    assert_eq!(mid2.param("ExternalId"), None);
+    assert!(mid1.issued.is_some() && mid2.issued.is_some(), "{calls:?}");
+    assert_eq!(mid2.access_key, mid1.issued, "mid2 signed with mid1's key");
+    assert_eq!(
+        last.access_key, mid2.issued,
+        "the session's role signed with mid2's key"
+    );
+}
+
+/// The same kind of chain against moto: a working `role_arn` + `source_profile` chain to a
+/// `credential_process` still gets credentials, and `whoami` is the session's role.
+#[test]
+fn a_source_profile_chain_to_a_credential_process_works_against_moto() {
+    let env = TestEnv::new();
+    let moto = Moto::start(env.root());
+    aws_env(&env, &moto.url());
+    let script = env.write_scratch(
+        "provide-moto.sh",
+        "#!/bin/sh\nprintf '%s' '{\"Version\":1,\"AccessKeyId\":\"AKIAPROCESS000000003\",\"SecretAccessKey\":\"x\"}'\n",
+    );
+    chmod(&script, 0o755);
+    let cfg = env.write_scratch(
+        "aws-config-moto-chain",
+        format!(
+            "[profile hop]\nrole_arn = {}\nsource_profile = proc\n\n\
+             [profile proc]\ncredential_process = {}\n",
+            role("hop"),
+            script.display()
+        ),
+    );
+    env.set_env("AWS_CONFIG_FILE", &cfg);
+    add_sts_config(
+        &env,
+        "mchain",
+        &moto.url(),
+        &["--source-profile", "hop", "--role-arn", &role("end")],
+    );
+    cp(&env, "mchain");
+    assert_eq!(moto.wait_calls(2, DEADLINE), 2, "{}", moto.log());
+    let out = bounded_ok(&mut env.cmd(&["whoami", "mchain"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("role/end") || text.contains("end/"), "{text}");
+}

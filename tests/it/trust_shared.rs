@@ -527,6 +527,20 @@ fn read_pid(p: &Path) -> Option<u32> {
 
 #[test]
 fn a_hung_credential_process_and_its_grandchildren_die_at_the_deadline_and_at_stop() {
+    hung_credential_process(false);
+}
+
+/// The same through an AWS profile chain: the session's profile `chainN` has `role_arn` and
+/// `source_profile = hungN`, whose `credential_process` hangs. The AWS SDK would run that child
+/// itself (no process group, no deadline, alive after stop); elhaz walks the chain and runs it.
+#[test]
+fn a_hung_credential_process_behind_source_profile_dies_at_the_deadline_and_at_stop() {
+    hung_credential_process(true);
+}
+
+/// A hung `credential_process` (leader + grandchild) is gone after `fetch_timeout` and after
+/// `daemon stop`; `chained`: reached through a `role_arn`/`source_profile` AWS profile.
+fn hung_credential_process(chained: bool) {
     let env = TestEnv::new();
     let sts = FakeSts::start();
     aws_env(&env, &sts.url());
@@ -541,16 +555,25 @@ fn a_hung_credential_process_and_its_grandchildren_die_at_the_deadline_and_at_st
         ),
     );
     chmod(&script, 0o755);
-    let cfg = env.write_scratch(
-        "aws-config-hung",
-        format!(
-            "[profile hung1]\ncredential_process = {} one\n\n[profile hung2]\ncredential_process = {} two\n",
-            script.display(),
-            script.display()
-        ),
+    let mut text = format!(
+        "[profile hung1]\ncredential_process = {} one\n\n[profile hung2]\ncredential_process = {} two\n",
+        script.display(),
+        script.display()
     );
+    if chained {
+        for n in [1, 2] {
+            text.push_str(&format!(
+                "\n[profile chain{n}]\nrole_arn = arn:aws:iam::123456789012:role/c{n}\n\
+                 source_profile = hung{n}\n"
+            ));
+        }
+    }
+    let cfg = env.write_scratch("aws-config-hung", text);
     env.set_env("AWS_CONFIG_FILE", &cfg);
-    for (name, profile) in [("one", "hung1"), ("two", "hung2")] {
+    let prefix = if chained { "chain" } else { "hung" };
+    for (name, n) in [("one", 1), ("two", 2)] {
+        let profile = format!("{prefix}{n}");
+        let profile = profile.as_str();
         add_sts_config(
             &env,
             name,
@@ -604,14 +627,23 @@ fn a_hung_credential_process_and_its_grandchildren_die_at_the_deadline_and_at_st
     let _ = pending.kill();
     let _ = pending.wait();
     let ok = deadline_ok && stop_ok && took < Duration::from_secs(15);
+    let what = if chained {
+        "behind role_arn + source_profile"
+    } else {
+        "with a grandchild"
+    };
     let figure = format!(
-        "fault: a hung credential_process with a grandchild: request failed after {:.1} s \
+        "fault: a hung credential_process {what}: request failed after {:.1} s \
          (fetch_timeout 3 s), leader+grandchild {pids1:?} gone: {deadline_ok}; at daemon \
          stop {pids2:?} gone: {stop_ok}",
         took.as_secs_f64()
     );
     record(
-        "fault_hung_credential_process",
+        if chained {
+            "fault_hung_chained_credential_process"
+        } else {
+            "fault_hung_credential_process"
+        },
         "fault",
         ok,
         &figure,
