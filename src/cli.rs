@@ -330,13 +330,17 @@ pub enum DaemonCmd {
     Start(StartArgs),
     /// Stop the daemon and wait until it has exited.
     Stop {
-        /// Seconds to wait for the daemon to exit.
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
-        /// SIGKILL the daemon if it has not exited by then, and remove its stale socket and
-        /// pid file.
+        /// Seconds to wait for the daemon to exit (default: `stop_timeout` of elhaz.toml,
+        /// else 10).
         #[arg(long)]
+        timeout: Option<u64>,
+        /// SIGKILL the daemon if it has not exited by then, and remove its stale socket and
+        /// pid file (the default when elhaz.toml says `stop_force = true`).
+        #[arg(long, conflicts_with = "no_force")]
         force: bool,
+        /// Never SIGKILL, even when elhaz.toml says `stop_force = true`.
+        #[arg(long)]
+        no_force: bool,
     },
     /// Show whether the daemon runs (exit 0) or not (exit 3).
     Status {

@@ -1029,6 +1029,14 @@ pub struct Settings {
     /// (a profile's `credential_process`, the MFA `command`) and the STS calls (default 2 min).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_timeout: Option<Secs>,
+    /// How long `daemon stop` waits for the daemon to exit (default 10 s); `--timeout`
+    /// overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<Secs>,
+    /// Whether `daemon stop` SIGKILLs a daemon that has not exited by then, as `--force` does
+    /// (default false); `--no-force` overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_force: Option<bool>,
     /// `daemon start --shared`: a daemon for a dedicated user, serving other users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedSettings>,
@@ -1133,6 +1141,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_LOG_FILES: usize = 7;
 /// Default overall deadline of one credential fetch, in seconds.
 pub const DEFAULT_FETCH_TIMEOUT: u64 = 120;
+/// Default time `daemon stop` waits for the daemon to exit, in seconds.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
 /// Default daily log volume cap, in MiB.
 pub const DEFAULT_LOG_MAX_MIB_PER_DAY: u64 = 100;
 /// Default connection cap for one non-owner uid of a shared daemon.
@@ -1183,6 +1193,9 @@ impl Settings {
         }
         if s.fetch_timeout.is_some_and(|t| !(1..=3600).contains(&t.0)) {
             bad("fetch_timeout", "must be between 1 second and 1 hour");
+        }
+        if s.stop_timeout.is_some_and(|t| t.0 > 3600) {
+            bad("stop_timeout", "must be at most 1 hour");
         }
         if s.log_max_mib_per_day
             .is_some_and(|m| !(1..=1_048_576).contains(&m))
@@ -1297,6 +1310,15 @@ impl Settings {
     /// The overall deadline of one credential fetch.
     pub fn fetch_timeout(&self) -> Duration {
         Duration::from_secs(self.fetch_timeout.map_or(DEFAULT_FETCH_TIMEOUT, |t| t.0))
+    }
+    /// How long `daemon stop` waits for the exit when `--timeout` is not given.
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |t| t.0))
+    }
+    /// Whether `daemon stop` SIGKILLs after the timeout when neither `--force` nor
+    /// `--no-force` is given.
+    pub fn stop_force(&self) -> bool {
+        self.stop_force.unwrap_or(false)
     }
     /// Daily log volume cap in bytes (per stream).
     pub fn log_max_bytes_per_day(&self) -> u64 {

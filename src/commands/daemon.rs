@@ -106,6 +106,30 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `daemon stop [--timeout S] [--force | --no-force]`: the flags, else `stop_timeout` and
+/// `stop_force` of elhaz.toml, else 10 s without SIGKILL. A settings file that cannot be read
+/// does not keep the daemon running: stop warns and uses the defaults (and the flags).
+pub fn stop_cmd(
+    paths: &Paths,
+    timeout: Option<u64>,
+    force: bool,
+    no_force: bool,
+) -> Result<ExitCode> {
+    let settings = match elhaz::config::Settings::load(&paths.settings_file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "elhaz: warning: ignoring {} for this stop: {e}",
+                paths.settings_file.display()
+            );
+            elhaz::config::Settings::default()
+        }
+    };
+    let timeout = timeout.unwrap_or_else(|| settings.stop_timeout().as_secs());
+    let force = force || (!no_force && settings.stop_force());
+    stop(paths, timeout, force)
+}
+
 /// `daemon stop [--timeout S] [--force]`: asks the daemon to stop (or SIGTERMs it by its pid
 /// file when it cannot answer: another protocol version, or stopped/hung so the request
 /// itself times out), waits up to `timeout`, then — with `force` — SIGKILLs it and removes the

@@ -34,7 +34,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let result = match cli.command {
         Command::Daemon(cmd) => match cmd {
             DaemonCmd::Start(args) => daemon::start(&paths, args),
-            DaemonCmd::Stop { timeout, force } => daemon::stop(&paths, timeout, force),
+            DaemonCmd::Stop {
+                timeout,
+                force,
+                no_force,
+            } => daemon::stop_cmd(&paths, timeout, force, no_force),
             DaemonCmd::Status { json } => daemon::status(&paths, json),
             DaemonCmd::List {
                 pattern,
