@@ -605,3 +605,71 @@ fn a_slow_sts_is_announced_on_a_terminal_only() {
     );
     serde_json::from_slice::<Value>(&out.stdout).unwrap();
 }
+
+/// Issue #16: interactive MFA is never retried in the background. A role behind a prompted
+/// MFA (no `command`) whose credentials and MFA session are short (6 s, so the MFA session is
+/// always inside its 5 min renewal margin) is served once with a typed code; its background
+/// refresh then needs a code it cannot get. That refresh fails once with `mfa_required` and is
+/// not scheduled again: no backoff retries (2 s, 4 s, …), no STS call, no next refresh. The
+/// 10 s observation is the one fixed wait here: it proves an absence, bounded by the backoff.
+#[test]
+fn interactive_mfa_is_never_retried_in_the_background() {
+    let (env, sts) = fake_env();
+    sts.set_lifetime(Duration::from_secs(6));
+    let serial = "arn:aws:iam::123456789012:mfa/bg";
+    add_toml_config(&env, "bg", &mfa_prompt_toml(&sts.url(), "bgmfa", serial));
+    let _daemon = env.start_daemon_foreground(&[]);
+    let mut p = OnPty::spawn(&env, "credential-process bg");
+    let prompted = wait_until(RUN_LIMIT, || {
+        let t = p.text();
+        OnPty::no_pty(&t) || t.contains("MFA code for")
+    });
+    if OnPty::no_pty(&p.text()) {
+        return;
+    }
+    assert!(prompted, "no prompt:\n{}", p.text());
+    p.type_line("123456");
+    let (ok, text) = p.finish();
+    assert!(ok, "{text}");
+    assert_contains(&text, &["\"AccessKeyId\":\"ASIAFAKE"]);
+    let calls_after_serve = sts.calls().len();
+    assert_eq!(
+        sts.calls_of("GetSessionToken").len(),
+        1,
+        "{:?}",
+        sts.calls()
+    );
+
+    let failures = |env: &TestEnv| {
+        env.log_text()
+            .lines()
+            .filter(|l| l.contains("refresh failed") && l.contains("mfa_required"))
+            .count()
+    };
+    // The serving request itself logged its "needs a code" answers before the prompt.
+    let before = failures(&env);
+    assert!(
+        wait_until(RUN_LIMIT, || failures(&env) > before),
+        "the background refresh never ran:\n{}",
+        env.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(failures(&env), before + 1, "retried:\n{}", env.log_text());
+    assert_eq!(
+        sts.calls().len(),
+        calls_after_serve,
+        "background STS calls: {:?}",
+        sts.calls()
+    );
+    let s = session(&env, "bg").unwrap_or_else(|| panic!("no session bg"));
+    assert!(
+        s["next_refresh"].is_null(),
+        "a refresh is still scheduled: {s}"
+    );
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("mfa required")),
+        "{s}"
+    );
+}

@@ -391,6 +391,51 @@ fn fifty_thousand_denied_oversized_requests_barely_grow_the_log() {
     assert!(!log.contains(&"a".repeat(1000)), "the name reached the log");
 }
 
+/// Fairness: a non-owner uid has a default request rate (`[shared] peer_rate_limit`, 20/s,
+/// bursts of 40) with no setting at all: 2,000 pipelined requests from the agent are mostly
+/// answered `rate_limited` (at most the burst plus 20/s of them reach the session check), while
+/// the owner, who is never limited, is still served at once.
+#[test]
+fn a_flooding_agent_is_rate_limited_by_default_and_the_owner_is_not() {
+    if !is_root() {
+        skipped_check("a second uid's flood needs root to create it");
+        return;
+    }
+    let (uid, gid, _) = ensure_agent();
+    let s = shared_env("", &format!("uid = {uid}\nsessions = [\"ci\"]"), "");
+    let _d = s.env.start_daemon_foreground(&["--shared"]);
+    const N: u64 = 2_000;
+    let (st, out, took) = run_limited(
+        &mut agent_client(uid, gid, &[], &s.socket, &["flood", &N.to_string(), "2"]),
+        Duration::from_secs(120),
+    );
+    assert!(st.is_some_and(|s| s.success()), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limited = v["codes"]["rate_limited"].as_u64().unwrap_or(0);
+    let passed = N.saturating_sub(limited);
+    // The burst (40) plus the refill (20/s) over the flood's run, plus slack for rounding.
+    let allowed = 40 + (20.0 * took.as_secs_f64()).ceil() as u64 + 5;
+    let owner = owner_ping(&s.socket);
+    let ok = v["replies"] == N && passed <= allowed && owner < Duration::from_secs(1);
+    let figure = format!(
+        "fairness: {N} pipelined requests from an agent in {:.1} s with the default peer rate: \
+         {limited} rate_limited, {passed} reached the session check (allowed {allowed}); the \
+         owner's ping then took {} ms",
+        took.as_secs_f64(),
+        owner.as_millis()
+    );
+    record(
+        "fairness_default_peer_rate",
+        "load",
+        ok,
+        &figure,
+        json!({"requests": N, "wrong": u64::from(passed > allowed)}),
+    );
+    assert_eq!(v["replies"], N, "{figure}: {v}");
+    assert!(passed <= allowed, "{figure}: {v}");
+    assert!(owner < Duration::from_secs(1), "{figure}");
+}
+
 /// Unmounts on drop (after the daemon guard, declared later, is gone).
 struct Mount(PathBuf);
 
