@@ -159,8 +159,30 @@ fn a_logs_symlink_is_refused_and_its_target_untouched() {
     assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "precious\n");
     assert!(!env.socket().exists(), "a daemon came up anyway");
 
+    let untouched = |elsewhere: &Path, bashrc: &Path| {
+        std::fs::read_dir(elsewhere).unwrap().count() == 0
+            && std::fs::read_to_string(bashrc).unwrap() == "precious\n"
+    };
+    let summary = |cases: u32, ok: bool| {
+        record(
+            "trust_logs_symlink",
+            "trust",
+            ok,
+            &format!(
+                "trust: {cases} symlinked logs/ setups (a logs/ link, today's log and audit \
+                 files linked to ~/.bashrc{}) refused at daemon start; targets untouched: {ok}",
+                if cases > 2 {
+                    ", a logs/ link planted by another uid"
+                } else {
+                    ""
+                }
+            ),
+            serde_json::json!({"attacker_commands_run": 0}),
+        );
+    };
     // Planted by another user in an ELHAZ_HOME made under umask 000: refused as well.
     let Some((uid, gid)) = attacker("logs/ symlink planted by another uid") else {
+        summary(2, untouched(&elsewhere, &bashrc));
         return;
     };
     std::fs::remove_dir_all(env.log_dir()).unwrap();
@@ -175,6 +197,7 @@ fn a_logs_symlink_is_refused_and_its_target_untouched() {
     assert!(out.status.success(), "{out:?}");
     let out = env.run_fail(&["daemon", "start"]);
     assert_contains(&stderr(&out), &["chmod go-w"]);
+    summary(3, untouched(&elsewhere, &bashrc));
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "precious\n");
 }
