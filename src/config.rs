@@ -2068,6 +2068,19 @@ region = "eu-west-1"
         std::fs::write(&f, "capacity = 8\nidle_timeout = \"10m\"\n").unwrap();
         let s = Settings::load(&f).unwrap();
         assert_eq!((s.capacity(), s.idle_timeout), (8, Some(Secs(600))));
+        assert_eq!(
+            (s.stop_timeout(), s.stop_force()),
+            (Duration::from_secs(DEFAULT_STOP_TIMEOUT), false)
+        );
+        std::fs::write(&f, "stop_timeout = \"2s\"\nstop_force = true\n").unwrap();
+        let s = Settings::load(&f).unwrap();
+        assert_eq!(
+            (s.stop_timeout(), s.stop_force()),
+            (Duration::from_secs(2), true)
+        );
+        std::fs::write(&f, "stop_timeout = \"2h\"\n").unwrap();
+        let e = Settings::load(&f).unwrap_err().to_string();
+        assert!(e.contains("stop_timeout") && e.contains("1 hour"), "{e}");
     }
 
     #[test]

@@ -761,6 +761,12 @@ impl ProfileFiles {
         };
         ini_lookup(&self.creds, name, key)
             .or_else(|| ini_lookup(&self.config, &section, key))
+            // The SDK reads the default profile from `[profile default]` as well.
+            .or_else(|| {
+                (name == "default")
+                    .then(|| ini_lookup(&self.config, "profile default", key))
+                    .flatten()
+            })
             .filter(|v| !v.is_empty())
     }
 

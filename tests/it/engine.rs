@@ -1412,3 +1412,37 @@ fn a_source_profile_chain_to_a_credential_process_works_against_moto() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("role/end") || text.contains("end/"), "{text}");
 }
+
+/// A source-less session (the daemon's default chain) whose `AWS_PROFILE` chains to a
+/// `credential_process`, with no keys in the environment (set empty: the harness cannot unset
+/// them): elhaz runs the process and assumes the chain itself, as for `profile = "P"`.
+#[test]
+fn the_default_chain_profile_to_a_credential_process_is_resolved_by_elhaz() {
+    let (env, sts) = fake_env();
+    env.set_env("AWS_ACCESS_KEY_ID", "");
+    env.set_env("AWS_SECRET_ACCESS_KEY", "");
+    let script = env.write_scratch(
+        "provide-default.sh",
+        "#!/bin/sh\nprintf '%s' '{\"Version\":1,\"AccessKeyId\":\"AKIAPROCESS000000004\",\"SecretAccessKey\":\"x\"}'\n",
+    );
+    chmod(&script, 0o755);
+    let cfg = env.write_scratch(
+        "aws-config-default-chain",
+        format!(
+            "[profile viadefault]\nrole_arn = {}\nsource_profile = rootd\n\n\
+             [profile rootd]\ncredential_process = {}\n",
+            role("hopd"),
+            script.display()
+        ),
+    );
+    env.set_env("AWS_CONFIG_FILE", &cfg);
+    env.set_env("AWS_PROFILE", "viadefault");
+    add_sts_config(&env, "dflt", &sts.url(), &["--role-arn", &role("endd")]);
+    cp(&env, "dflt");
+    let calls = sts.calls_of("AssumeRole");
+    let roles: Vec<_> = calls.iter().filter_map(|c| c.role()).collect();
+    assert_eq!(roles, ["hopd", "endd"], "{calls:?}");
+    assert_eq!(calls[0].access_key.as_deref(), Some("AKIAPROCESS000000004"));
+    assert_eq!(calls[1].access_key, calls[0].issued);
+    assert_eq!(session(&env, "dflt")["source"], "default");
+}
