@@ -417,6 +417,14 @@ pub struct StartArgs {
     /// Group owning the shared socket.
     #[arg(long, value_name = "GROUP", requires = "shared")]
     pub group: Option<String>,
+    /// Every peer but the daemon's own uid must present a token from --token-file
+    /// (`ELHAZ_TOKEN` / `ELHAZ_TOKEN_FILE` on its side); SIGHUP reloads the file.
+    #[arg(long, requires = "token_file")]
+    pub require_token: bool,
+    /// The delegates' tokens: one `token[:session,…]` line each, mode 0600, owned by the
+    /// daemon user.
+    #[arg(long, value_name = "FILE", requires = "require_token")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ mod console;
 mod consumers;
 mod daemon_stop;
 mod daily;
+mod delegates;
 mod doc_examples;
 mod docs;
 mod ecs;
