@@ -120,6 +120,18 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mfa_code: Option<String>,
     },
+    /// Credentials for the AWS console's federation sign-in (`elhaz console`): for a session
+    /// whose credentials come from GetSessionToken (an IAM user, no role), federated-user
+    /// credentials from GetFederationToken with the long-term keys the daemon holds; for
+    /// every other session its usual credentials. Replied to with
+    /// [`Response::Credentials`].
+    ConsoleCredentials {
+        /// Session name.
+        name: String,
+        /// GetFederationToken's `DurationSeconds` (default 1 h).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_s: Option<u32>,
+    },
     /// GetCallerIdentity made with the session's own credentials.
     Whoami {
         /// Session name.
@@ -146,6 +158,7 @@ impl std::fmt::Debug for Request {
             Request::Whoami { name, mfa_code } => {
                 write!(f, "Whoami({name}, mfa={})", mfa_code.is_some())
             }
+            Request::ConsoleCredentials { name, .. } => write!(f, "ConsoleCredentials({name})"),
         }
     }
 }
@@ -162,6 +175,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Credentials { .. } => "credentials",
             Request::Whoami { .. } => "whoami",
+            Request::ConsoleCredentials { .. } => "console_credentials",
         }
     }
 
@@ -237,7 +251,7 @@ pub enum Response {
         /// Whether it was cached.
         was_cached: bool,
     },
-    /// Reply to [`Request::Credentials`].
+    /// Reply to [`Request::Credentials`] and [`Request::ConsoleCredentials`].
     Credentials(WireCredentials),
     /// Reply to [`Request::Whoami`].
     Identity(Identity),

@@ -161,11 +161,17 @@ pub async fn handle(
     {
         return Err(denied(request.op()));
     }
-    if let Request::Credentials { name, .. } | Request::Whoami { name, .. } = &request {
+    if let Request::Credentials { name, .. }
+    | Request::Whoami { name, .. }
+    | Request::ConsoleCredentials { name, .. } = &request
+    {
         check_session(state, &peer, name)?;
     }
     if let Some(prefix) = &peer.token
-        && !matches!(request, Request::Credentials { .. })
+        && !matches!(
+            request,
+            Request::Credentials { .. } | Request::ConsoleCredentials { .. }
+        )
     {
         // Credentials are in the audit trail (with the prefix); every other use is logged.
         tracing::info!(
@@ -187,6 +193,9 @@ pub async fn handle(
         Request::Remove { name } => remove(state, &name),
         Request::Credentials { name, mfa_code } => credentials(state, &peer, &name, mfa_code).await,
         Request::Whoami { name, mfa_code } => whoami(state, &name, mfa_code).await,
+        Request::ConsoleCredentials { name, duration_s } => {
+            console_credentials(state, &peer, &name, duration_s).await
+        }
     }
 }
 
@@ -304,6 +313,34 @@ async fn credentials(
     let creds = state.sessions.credentials(name, mfa_code).await?;
     // The audit line is written before the credential leaves; no line, no credential
     // (unless `audit_fail_open`).
+    crate::logging::audit(&crate::logging::AuditRecord {
+        session: name,
+        peer_uid: peer.uid,
+        peer_pid: peer.pid.unwrap_or(-1),
+        peer_exe: peer.exe(),
+        token: peer.token.as_deref(),
+        expiration: &creds.expiration,
+    })
+    .map_err(|e| e.to_wire())?;
+    Ok(Response::Credentials(creds))
+}
+
+async fn console_credentials(
+    state: &State,
+    peer: &Peer,
+    name: &str,
+    duration_s: Option<u32>,
+) -> Result<Response, WireError> {
+    if let Some(d) = duration_s
+        && !(900..=129_600).contains(&d)
+    {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "console_credentials: duration_s must be 900..129600 (GetFederationToken's range)",
+        ));
+    }
+    let creds = state.sessions.console_credentials(name, duration_s).await?;
+    // Audited like every credential that leaves the daemon.
     crate::logging::audit(&crate::logging::AuditRecord {
         session: name,
         peer_uid: peer.uid,

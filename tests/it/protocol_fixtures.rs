@@ -170,6 +170,16 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
                 },
             ),
         ),
+        (
+            "request_console_credentials.json",
+            req(
+                11,
+                Request::ConsoleCredentials {
+                    name: "iam-user".into(),
+                    duration_s: Some(3600),
+                },
+            ),
+        ),
     ]
 }
 
@@ -404,6 +414,7 @@ fn request_kind(r: &Request) -> &'static str {
         Request::Remove { .. } => "remove",
         Request::Credentials { .. } => "credentials",
         Request::Whoami { .. } => "whoami",
+        Request::ConsoleCredentials { .. } => "console_credentials",
     }
 }
 const ALL_REQUESTS: &[&str] = &[
@@ -415,6 +426,7 @@ const ALL_REQUESTS: &[&str] = &[
     "remove",
     "credentials",
     "whoami",
+    "console_credentials",
 ];
 
 /// Exhaustive: a new `Response` variant breaks the build here.
