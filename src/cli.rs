@@ -801,6 +801,15 @@ pub enum KeyringCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate the entry's IAM user access key: create a new one, store it, wait until STS
+    /// accepts it, delete the old one, and drop the daemon's sessions that used the entry.
+    Rotate {
+        /// Entry name.
+        entry: String,
+        /// How long to wait for STS to accept the new key (IAM is eventually consistent).
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        verify_timeout: String,
+    },
 }
 
 /// Output format of `export`.

@@ -32,6 +32,7 @@ mod moto;
 mod ops;
 mod paths;
 mod protocol_fixtures;
+mod rotate;
 mod scale;
 mod security;
 mod shared;
