@@ -37,7 +37,7 @@ pub(crate) fn check_entry(entry: &str) -> Result<()> {
     })
 }
 
-fn read_index(paths: &Paths) -> Vec<String> {
+pub(crate) fn read_index(paths: &Paths) -> Vec<String> {
     std::fs::read_to_string(&paths.keyring_index)
         .unwrap_or_default()
         .lines()
@@ -47,7 +47,7 @@ fn read_index(paths: &Paths) -> Vec<String> {
         .collect()
 }
 
-fn write_index(paths: &Paths, names: &[String]) -> Result<()> {
+pub(crate) fn write_index(paths: &Paths, names: &[String]) -> Result<()> {
     if let Some(dir) = paths.keyring_index.parent() {
         elhaz::paths::create_dir_mode(dir, 0o700)?;
     }

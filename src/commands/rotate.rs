@@ -15,7 +15,8 @@
 //!   pair and the new key is deleted (with the old key, which still works). Should that delete
 //!   fail too, the message names the new key id to delete by hand.
 //! - The old key cannot be deleted: the entry keeps the new pair, the old pair is kept in the
-//!   entry `ENTRY.previous`, and the message names the old key id; exit status 1.
+//!   entry `ENTRY.previous` (added to the index, so `keyring list` shows it), and the message
+//!   names the old key id; exit status 1.
 //!
 //! The secrets only ever live in zeroizing memory, the keyring and the HTTPS requests. IAM's
 //! endpoint comes from the usual SDK configuration (`AWS_ENDPOINT_URL_IAM`, then
@@ -45,6 +46,21 @@ pub fn run(paths: &Paths, entry: &str, verify_timeout: Duration) -> Result<ExitC
         .build()
         .context("cannot start the async runtime")?;
     let outcome = rt.block_on(rotate(entry, &old, verify_timeout))?;
+    if let Rotated::OldKept { .. } = &outcome {
+        // Listed, so `keyring list` shows it and `keyring remove` tidies it up.
+        let previous = previous_entry(entry);
+        let mut names = super::keyring::read_index(paths);
+        if !names.contains(&previous) {
+            names.push(previous);
+            names.sort();
+            if let Err(e) = super::keyring::write_index(paths, &names) {
+                eprintln!(
+                    "elhaz: cannot list {:?} in the keyring index ({e:#})",
+                    previous_entry(entry)
+                );
+            }
+        }
+    }
     let dropped = drop_sessions(paths, entry);
     match &outcome {
         Rotated::Done { old_id, new_id } => {

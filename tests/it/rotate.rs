@@ -227,3 +227,65 @@ fn rotate_failures_leave_a_working_key() {
     let keys = key_ids(&moto, &user);
     assert!(keys.len() == 1 && keys[0] != first, "{keys:?}");
 }
+
+/// The old key cannot be deleted: the entry keeps the new key, the old pair is kept in
+/// `ENTRY.previous` (listed), the message names the old key id, exit status 1. Injected with
+/// an old key IAM does not know: the test's fake STS answers every key as
+/// `arn:aws:iam::123456789012:user/fake` (so the moto user is named `fake`, and both the old
+/// and the new key "work" there), and moto's DeleteAccessKey then refuses the unknown old id.
+#[test]
+fn an_old_key_that_cannot_be_deleted_is_kept_and_named() {
+    let env = TestEnv::new();
+    let moto = Moto::start(env.root());
+    aws_env(&env, &moto.url());
+    env.set_env("AWS_ENDPOINT_URL_IAM", moto.url());
+    let sts = FakeSts::start();
+    env.set_env("AWS_ENDPOINT_URL_STS", sts.url());
+    aws(&moto, &["iam", "create-user", "--user-name", "fake"]);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let entry = format!("elhaz-rot-{}-{nanos}-old", std::process::id());
+    let old = "AKIAOLDKEYNOTINIAM01";
+    let (_c, out) = env.run_stdin(
+        &["keyring", "set", &entry],
+        format!("{old}\nold-secret\n").as_bytes(),
+    );
+    if !out.status.success() {
+        skipped_check(&format!(
+            "the OS keyring is not usable here: {}",
+            stderr(&out).trim()
+        ));
+        assert_contains(&stderr(&out).to_lowercase(), &["keyring"]);
+        return;
+    }
+    let _guard = KeyringEntry(&env, entry.clone());
+    let out = rotate(&env, &entry, &["--verify-timeout", "5s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    let previous = format!("{entry}.previous");
+    assert_contains(
+        &stderr(&out),
+        &[old, "could not be deleted", &previous, "still works"],
+    );
+    let keys = key_ids(&moto, "fake");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_contains(&stderr(&out), &[&keys[0]]);
+    let listed: Vec<String> =
+        serde_json::from_slice(&env.run_ok(&["keyring", "list", "--json"]).stdout).unwrap();
+    assert!(
+        listed.contains(&previous) && listed.contains(&entry),
+        "{listed:?}"
+    );
+    // The entry holds the new key: rotating it against moto's own STS works.
+    let mut c = env.cmd(&["keyring", "rotate", &entry]);
+    c.env("AWS_ENDPOINT_URL_STS", moto.url());
+    let out = cmd_ok(&mut c);
+    assert_contains(&stdout(&out), &[&format!("old key {} deleted", keys[0])]);
+}
