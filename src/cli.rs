@@ -421,6 +421,14 @@ pub struct StartArgs {
     /// Group owning the shared socket.
     #[arg(long, value_name = "GROUP", requires = "shared")]
     pub group: Option<String>,
+    /// Every peer but the daemon's own uid must present a token from --token-file
+    /// (`ELHAZ_TOKEN` / `ELHAZ_TOKEN_FILE` on its side); SIGHUP reloads the file.
+    #[arg(long, requires = "token_file")]
+    pub require_token: bool,
+    /// The delegates' tokens: one `token[:session,…]` line each, mode 0600, owned by the
+    /// daemon user.
+    #[arg(long, value_name = "FILE", requires = "require_token")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -796,6 +804,15 @@ pub enum KeyringCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Rotate the entry's IAM user access key: create a new one, store it, wait until STS
+    /// accepts it, delete the old one, and drop the daemon's sessions that used the entry.
+    Rotate {
+        /// Entry name.
+        entry: String,
+        /// How long to wait for STS to accept the new key (IAM is eventually consistent).
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        verify_timeout: String,
     },
 }
 

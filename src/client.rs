@@ -38,11 +38,56 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// personal daemon runs. Overrides `[client] shared` in `elhaz.toml`; empty or `0` turns it off.
 pub const ENV_SHARED: &str = "ELHAZ_SHARED";
 
+/// Environment variable: a delegate's token for a daemon started with `--require-token`; sent
+/// with every request (never in argv). Takes precedence over [`ENV_TOKEN_FILE`].
+pub const ENV_TOKEN: &str = "ELHAZ_TOKEN";
+/// Environment variable: a file whose first line that is neither blank nor a `#` comment is
+/// the delegate's token (for a container: a mounted secret).
+pub const ENV_TOKEN_FILE: &str = "ELHAZ_TOKEN_FILE";
+
+/// The delegate token from [`ENV_TOKEN`] or [`ENV_TOKEN_FILE`], if either is set (an empty
+/// value counts as unset).
+pub fn token_from_env() -> Result<Option<crate::protocol::Token>, Error> {
+    use zeroize::Zeroizing;
+    if let Ok(t) = std::env::var(ENV_TOKEN)
+        && !t.trim().is_empty()
+    {
+        let t = Zeroizing::new(t);
+        return Ok(Some(crate::protocol::Token::new(t.trim().to_string())));
+    }
+    let Some(file) = std::env::var_os(ENV_TOKEN_FILE).filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    let file = PathBuf::from(file);
+    let mut text = Zeroizing::new(String::new());
+    std::fs::File::open(&file)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+        .map_err(|e| {
+            Error::io(
+                format!("cannot read {ENV_TOKEN_FILE} {}", file.display()),
+                e,
+            )
+        })?;
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .ok_or_else(|| {
+            Error::Insecure(format!(
+                "{ENV_TOKEN_FILE} {} holds no token",
+                file.display()
+            ))
+        })?;
+    Ok(Some(crate::protocol::Token::new(token.to_string())))
+}
+
 /// A connection to a daemon (or an in-process broker).
 pub struct Client {
     transport: Transport,
     next_id: u64,
     served: Served,
+    /// Sent with every request (`ELHAZ_TOKEN` / `ELHAZ_TOKEN_FILE`).
+    token: Option<crate::protocol::Token>,
 }
 
 /// Which daemon a [`Client`] talks to, checked before a byte was sent.
@@ -186,6 +231,7 @@ impl Client {
             transport: Transport::Socket(stream),
             next_id: 1,
             served,
+            token: token_from_env()?,
         }))
     }
 
@@ -222,6 +268,7 @@ impl Client {
             transport: Transport::InProcess(Box::new(InProcess { runtime, state })),
             next_id: 1,
             served: Served::InProcess,
+            token: None,
         })
     }
 
@@ -245,6 +292,7 @@ impl Client {
                 let frame = RequestFrame {
                     protocol: PROTOCOL_VERSION,
                     id,
+                    token: self.token.clone(),
                     request,
                 };
                 let io =
@@ -367,6 +415,14 @@ pub fn connect_or_start(paths: &Paths) -> Result<Client, Error> {
     if !autostart_enabled() {
         return Err(Error::NotRunning(format!(
             "the elhaz daemon is not running and {ENV_AUTOSTART}=0: start it with `elhaz daemon start`"
+        )));
+    }
+    if token_from_env()?.is_some() {
+        // A delegate uses someone else's daemon; a daemon of its own would refuse its token.
+        return Err(Error::NotRunning(format!(
+            "no elhaz daemon is running, and a delegate ({ENV_TOKEN} / {ENV_TOKEN_FILE} set) \
+             never starts one: point {ENV_SHARED} and ELHAZ_SHARED_SOCKET at the daemon that \
+             issued the token"
         )));
     }
     start_daemon(paths, &paths.socket, &[])?;

@@ -378,6 +378,70 @@ pub fn read_input_file(file: &Path) -> Result<Option<String>, Error> {
     read_file_checked(file, false)
 }
 
+/// Reads a secret the daemon trusts (the `--token-file`): its directory chain must pass
+/// [`check_dir_chain`], and the file must be a regular file (`O_NOFOLLOW`) owned by the
+/// effective user — not root, not anyone else — with no group or other permission bits
+/// (0600 or 0400). A missing file is an error naming it.
+pub fn read_private_file(file: &Path) -> Result<String, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_dir_chain(dir)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(file)
+        .map_err(|e| Error::io(format!("cannot open {}", file.display()), e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot inspect {}", file.display()), e))?;
+    if !meta.is_file() {
+        return Err(unsafe_path(
+            file,
+            "it is not a regular file".into(),
+            "point the option at a regular file".into(),
+        ));
+    }
+    let me = me();
+    if meta.uid() != me {
+        return Err(unsafe_path(
+            file,
+            format!(
+                "it is owned by uid {}, not by the daemon user (uid {me})",
+                meta.uid()
+            ),
+            format!("run `chown {me} {}`", file.display()),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(unsafe_path(
+            file,
+            format!(
+                "it is readable or writable by group or others (mode {:04o}; 0600 is required)",
+                meta.mode() & 0o7777
+            ),
+            format!("run `chmod 600 {}`", file.display()),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(Error::InvalidConfig {
+            file: file.to_path_buf(),
+            message: format!("is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len()),
+        });
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+    match std::str::from_utf8(&bytes) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => Err(Error::InvalidConfig {
+            file: file.to_path_buf(),
+            message: format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        }),
+    }
+}
+
 fn read_file_checked(file: &Path, owned: bool) -> Result<Option<String>, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()

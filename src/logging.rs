@@ -173,6 +173,8 @@ pub struct AuditRecord<'a> {
     pub peer_pid: i32,
     /// The peer's executable name.
     pub peer_exe: &'a str,
+    /// The hash prefix of the delegate token the request was admitted by.
+    pub token: Option<&'a str>,
     /// The credential's expiration.
     pub expiration: &'a str,
 }
@@ -186,13 +188,14 @@ pub fn audit(rec: &AuditRecord<'_>) -> Result<(), Error> {
     };
     // `Debug` quoting keeps one record on one line whatever the executable is called.
     let line = format!(
-        "{}  INFO credentials served session={} peer_uid={} peer_pid={} peer_exe={:?} \
+        "{}  INFO credentials served session={} peer_uid={} peer_pid={} peer_exe={:?}{} \
          expiration={}\n",
         humantime::format_rfc3339_micros(SystemTime::now()),
         rec.session,
         rec.peer_uid,
         rec.peer_pid,
         rec.peer_exe,
+        rec.token.map(|t| format!(" token={t}")).unwrap_or_default(),
         rec.expiration
     );
     let written = {

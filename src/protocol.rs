@@ -1,7 +1,7 @@
 //! The wire types shared by the CLI and the daemon.
 //!
 //! Every frame is one JSON object (see [`crate::codec`] for framing). A request is
-//! `{"protocol":2,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
+//! `{"protocol":3,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
 //! `id` and carries either `"ok":{"kind":…}` or `"error":{"code":…,"message":…}`. Every
 //! request gets exactly one reply frame, except `list`, whose reply may be split over several
 //! `sessions` frames (see [`Response::Sessions`]).
@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks. Bump by hand on any incompatible frame change.
 ///
 /// History: 1 — the first version; 2 — `list` replies may span several frames (`more`) and
-/// `list` takes `state` / `pattern` filters.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// `list` takes `state` / `pattern` filters; 3 — a request may carry a delegate `token`
+/// (an older daemon would ignore it and judge the peer by uid alone, so it is a bump).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame (JSON payload, excluding the 4-byte length prefix) either side accepts.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -42,9 +43,43 @@ pub struct RequestFrame {
     pub protocol: u32,
     /// Echoed in the reply.
     pub id: u64,
+    /// A delegate's token (`ELHAZ_TOKEN` / `ELHAZ_TOKEN_FILE`), for a daemon started with
+    /// `--require-token`; the request is then judged by the token, not the peer's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
     /// What is asked.
     #[serde(flatten)]
     pub request: Request,
+}
+
+/// A delegate's bearer token on the wire: redacted from `Debug`, zeroized on drop.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: String) -> Token {
+        Token(token)
+    }
+
+    /// The token's bytes (to hash; never to log).
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.0.zeroize();
+    }
 }
 
 /// Every request the daemon understands; one handler function each in `daemon::handler`.
@@ -85,6 +120,18 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mfa_code: Option<String>,
     },
+    /// Credentials for the AWS console's federation sign-in (`elhaz console`): for a session
+    /// whose credentials come from GetSessionToken (an IAM user, no role), federated-user
+    /// credentials from GetFederationToken with the long-term keys the daemon holds; for
+    /// every other session its usual credentials. Replied to with
+    /// [`Response::Credentials`].
+    ConsoleCredentials {
+        /// Session name.
+        name: String,
+        /// GetFederationToken's `DurationSeconds` (default 1 h).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_s: Option<u32>,
+    },
     /// GetCallerIdentity made with the session's own credentials.
     Whoami {
         /// Session name.
@@ -111,6 +158,7 @@ impl std::fmt::Debug for Request {
             Request::Whoami { name, mfa_code } => {
                 write!(f, "Whoami({name}, mfa={})", mfa_code.is_some())
             }
+            Request::ConsoleCredentials { name, .. } => write!(f, "ConsoleCredentials({name})"),
         }
     }
 }
@@ -127,6 +175,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Credentials { .. } => "credentials",
             Request::Whoami { .. } => "whoami",
+            Request::ConsoleCredentials { .. } => "console_credentials",
         }
     }
 
@@ -202,7 +251,7 @@ pub enum Response {
         /// Whether it was cached.
         was_cached: bool,
     },
-    /// Reply to [`Request::Credentials`].
+    /// Reply to [`Request::Credentials`] and [`Request::ConsoleCredentials`].
     Credentials(WireCredentials),
     /// Reply to [`Request::Whoami`].
     Identity(Identity),
@@ -481,14 +530,15 @@ mod tests {
     /// change is deliberate, update docs/protocol.md, the golden fixtures and CHANGELOG.md.
     #[test]
     fn protocol_version_is_pinned() {
-        assert_eq!(PROTOCOL_VERSION, 2);
+        assert_eq!(PROTOCOL_VERSION, 3);
     }
 
     #[test]
     fn request_frame_shape() {
-        let f = RequestFrame {
-            protocol: 2,
+        let mut f = RequestFrame {
+            protocol: 3,
             id: 7,
+            token: None,
             request: Request::Credentials {
                 name: "dev".into(),
                 mfa_code: None,
@@ -496,8 +546,14 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&f).unwrap(),
-            r#"{"protocol":2,"id":7,"op":"credentials","name":"dev"}"#
+            r#"{"protocol":3,"id":7,"op":"credentials","name":"dev"}"#
         );
+        f.token = Some(Token::new("t0k3n-t0k3n-t0k3n".into()));
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"protocol":3,"id":7,"token":"t0k3n-t0k3n-t0k3n","op":"credentials","name":"dev"}"#
+        );
+        assert!(!format!("{f:?}").contains("t0k3n"));
     }
 
     #[test]

@@ -102,6 +102,44 @@ pub trait Fetch: Send + Sync + std::fmt::Debug + 'static {
     fn mfa_expiration(&self, _config: &SessionConfig) -> Option<SystemTime> {
         None
     }
+    /// GetFederationToken with the session's long-term keys (`elhaz console` for an IAM-user
+    /// session), lasting `duration_s`.
+    fn federation_token(
+        &self,
+        req: FetchRequest,
+        _duration_s: u32,
+    ) -> BoxFuture<Result<Fetched, WireError>> {
+        Box::pin(async move {
+            Err(WireError::new(
+                ErrorCode::Internal,
+                format!(
+                    "session {:?}: this credential source cannot call GetFederationToken",
+                    req.name
+                ),
+            ))
+        })
+    }
+}
+
+/// GetFederationToken's duration when `console` gives none: 1 hour (AWS allows 15 min to
+/// 36 h with an IAM user's keys; the console session itself lasts at most 12 h).
+pub const FEDERATION_DEFAULT_DURATION: u32 = 3600;
+
+/// The session policy and federated-user name GetFederationToken is called with.
+///
+/// Without a policy, AWS gives the federated user *no* permissions, so elhaz passes one that
+/// allows every action on every resource: the federated user's effective permissions are the
+/// intersection of that and the IAM user's own policies — in effect, it inherits the user's
+/// permissions (and never gains any). The name is `elhaz-SESSION`, cut to AWS's 32 characters
+/// (session names use only characters AWS accepts there). Note that the call is made with the
+/// long-term keys, not an MFA session (AWS does not allow MFA on it): policies that require
+/// `aws:MultiFactorAuthPresent` deny the console user.
+pub fn federation_policy(session: &str) -> (String, &'static str) {
+    let name: String = format!("elhaz-{session}").chars().take(32).collect();
+    (
+        name,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    )
 }
 
 /// The AWS STS implementation.
@@ -312,6 +350,33 @@ impl Inner {
             creds = SharedCredentialsProvider::new(step.creds.to_sdk());
         }
         Ok(creds)
+    }
+
+    /// GetFederationToken with the session's base (long-term) credentials.
+    async fn federation_token(
+        &self,
+        req: FetchRequest,
+        duration_s: u32,
+    ) -> Result<Fetched, WireError> {
+        let cfg = req.config.clone();
+        let base = self.base(&req).await?;
+        let (name, policy) = federation_policy(&req.name);
+        let started = SystemTime::now();
+        let dates = DateCapture::default();
+        let out = self
+            .client
+            .get_federation_token()
+            .name(name)
+            .policy(policy)
+            .duration_seconds(i32::try_from(duration_s).unwrap_or(i32::MAX))
+            .customize()
+            .config_override(self.overrides(&cfg, Some(base)))
+            .interceptor(dates.clone())
+            .send()
+            .await
+            .map_err(|e| classify("GetFederationToken", e, false))?;
+        let arn = out.federated_user().map(|u| u.arn().to_string());
+        convert_dated(out.credentials(), arn, started, dates.date(), None)
     }
 
     async fn fetch(&self, req: FetchRequest) -> Result<Fetched, WireError> {
@@ -1102,6 +1167,35 @@ impl Fetch for LazySts {
         self.cell.get()?.mfa_expiration(config)
     }
 
+    fn federation_token(
+        &self,
+        req: FetchRequest,
+        duration_s: u32,
+    ) -> BoxFuture<Result<Fetched, WireError>> {
+        let (cell, deadline) = (self.cell.clone(), self.deadline);
+        Box::pin(async move {
+            let name = req.name.clone();
+            let call = async {
+                cell.get_or_init(StsFetcher::load)
+                    .await
+                    .federation_token(req, duration_s)
+                    .await
+            };
+            tokio::time::timeout(deadline, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WireError::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "GetFederationToken for session {name:?} took longer than \
+                             fetch_timeout ({}s)",
+                            deadline.as_secs()
+                        ),
+                    ))
+                })
+        })
+    }
+
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
         let (cell, deadline) = (self.cell.clone(), self.deadline);
         Box::pin(async move {
@@ -1138,6 +1232,15 @@ impl Fetch for LazySts {
 }
 
 impl Fetch for StsFetcher {
+    fn federation_token(
+        &self,
+        req: FetchRequest,
+        duration_s: u32,
+    ) -> BoxFuture<Result<Fetched, WireError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.federation_token(req, duration_s).await })
+    }
+
     fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
         let inner = self.inner.clone();
         Box::pin(async move {

@@ -14,10 +14,12 @@
 //! hosts: `cn-*` → aws-cn, `us-gov-*` → aws-us-gov, anything else → aws.
 //! `ELHAZ_FEDERATION_URL` overrides the federation endpoint (tests serve a fake one).
 //!
-//! Limitation: the federation endpoint only accepts role (or federated-user) credentials.
-//! Sessions whose credentials come from GetSessionToken (IAM-user sources without a role)
-//! would need GetFederationToken with the long-term keys, which only the daemon holds; elhaz
-//! does not do that yet and the endpoint's refusal is shown as is.
+//! The federation endpoint only accepts role (or federated-user) credentials, so the CLI asks
+//! the daemon for `console_credentials`: for a session whose credentials come from
+//! GetSessionToken (an IAM user without a role) the daemon calls GetFederationToken with the
+//! long-term keys it holds — the CLI never sees them — with an allow-all session policy (the
+//! federated user gets exactly the IAM user's permissions; see `sts::federation_policy`) and
+//! `--duration` as its lifetime; every other session gets its usual credentials.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -80,7 +82,8 @@ pub fn run(paths: &Paths, args: ConsoleArgs) -> Result<ExitCode> {
                 })
         })
         .transpose()?;
-    let creds = fetch(paths, &name)?;
+    // In range (900..=43200), so it fits.
+    let creds = console_credentials(paths, &name, duration.and_then(|d| u32::try_from(d).ok()))?;
     let region = creds
         .region
         .clone()
@@ -145,6 +148,34 @@ pub fn run(paths: &Paths, args: ConsoleArgs) -> Result<ExitCode> {
     }
     eprintln!("elhaz: opened the AWS console for session {name:?}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's `console_credentials` for `name`: federated-user credentials for an IAM-user
+/// session (GetFederationToken, made by the daemon with the keys only it holds), the session's
+/// own credentials otherwise. A session that needs an MFA code first goes through the usual
+/// prompt ([`fetch`]), then is asked again.
+fn console_credentials(
+    paths: &Paths,
+    name: &str,
+    duration_s: Option<u32>,
+) -> Result<elhaz::protocol::WireCredentials> {
+    use elhaz::protocol::{ErrorCode, Request, Response};
+    let request = || Request::ConsoleCredentials {
+        name: name.to_string(),
+        duration_s,
+    };
+    let mut c = elhaz::client::connect_or_start(paths)?;
+    let reply = match c.call(request()) {
+        Err(elhaz::Error::Remote(e)) if e.code == ErrorCode::MfaRequired => {
+            drop(fetch(paths, name)?);
+            c.call(request())
+        }
+        other => other,
+    };
+    match reply? {
+        Response::Credentials(creds) => Ok(creds),
+        other => bail!("unexpected reply to a console_credentials request: {other:?}"),
+    }
 }
 
 /// One GET through the AWS SDK's HTTP client; the body of a 2xx reply.

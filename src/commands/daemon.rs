@@ -57,6 +57,7 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
             socket_mode,
             socket_dir_mode,
             group: args.group.clone(),
+            token_file: args.token_file.clone(),
         };
         return match lifecycle::serve(paths, options) {
             Ok(()) => Ok(ExitCode::SUCCESS),
@@ -90,6 +91,12 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
         if let Some(g) = &args.group {
             extra.extend(["--group".to_string(), g.clone()]);
         }
+    }
+    if let Some(f) = &args.token_file {
+        // Absolute: the detached daemon's cwd is not ours to rely on.
+        let f = std::path::absolute(f).with_context(|| format!("--token-file {}", f.display()))?;
+        extra.push("--require-token".to_string());
+        extra.extend(["--token-file".to_string(), f.display().to_string()]);
     }
     let socket = if args.shared && !paths.socket_explicit {
         elhaz::config::Settings::load(&paths.settings_file)?

@@ -17,10 +17,19 @@ pub fn run(paths: &Paths, cmd: KeyringCmd) -> Result<ExitCode> {
         KeyringCmd::Set { entry } => set(paths, &entry),
         KeyringCmd::Remove { entry } => remove(paths, &entry),
         KeyringCmd::List { json } => list(paths, json),
+        KeyringCmd::Rotate {
+            entry,
+            verify_timeout,
+        } => {
+            let t = verify_timeout
+                .parse::<elhaz::config::Secs>()
+                .map_err(|e| anyhow::anyhow!("--verify-timeout: {e}"))?;
+            super::rotate::run(paths, &entry, t.duration())
+        }
     }
 }
 
-fn check_entry(entry: &str) -> Result<()> {
+pub(crate) fn check_entry(entry: &str) -> Result<()> {
     elhaz::config::validate_name(entry).map_err(|_| {
         anyhow::anyhow!(
             "invalid keyring entry {entry:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
@@ -28,7 +37,7 @@ fn check_entry(entry: &str) -> Result<()> {
     })
 }
 
-fn read_index(paths: &Paths) -> Vec<String> {
+pub(crate) fn read_index(paths: &Paths) -> Vec<String> {
     std::fs::read_to_string(&paths.keyring_index)
         .unwrap_or_default()
         .lines()
@@ -38,7 +47,7 @@ fn read_index(paths: &Paths) -> Vec<String> {
         .collect()
 }
 
-fn write_index(paths: &Paths, names: &[String]) -> Result<()> {
+pub(crate) fn write_index(paths: &Paths, names: &[String]) -> Result<()> {
     if let Some(dir) = paths.keyring_index.parent() {
         elhaz::paths::create_dir_mode(dir, 0o700)?;
     }

@@ -18,6 +18,7 @@ mod import;
 mod import_aws;
 mod keyring;
 mod ops;
+mod rotate;
 mod setup;
 mod sso;
 

@@ -18,6 +18,8 @@ pub struct Peer {
     pub access: Access,
     /// The peer's executable name, looked up once per connection when first needed.
     pub exe: std::sync::OnceLock<String>,
+    /// The 8-hex-character hash prefix of the token this request was admitted by.
+    pub token: Option<String>,
 }
 
 impl Peer {
@@ -28,6 +30,7 @@ impl Peer {
             pid,
             access,
             exe: std::sync::OnceLock::new(),
+            token: None,
         }
     }
 
@@ -39,6 +42,74 @@ impl Peer {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "?".into())
         })
+    }
+}
+
+/// Applies a request's token (`--require-token`; see `daemon::tokens`) and returns the peer
+/// the request is judged as. The rules:
+/// - a request that carries a token is judged by the token alone, whoever sends it — the
+///   owner and an allowlisted uid too: a valid token gives its sessions (all, if unscoped)
+///   and never admin; an unknown or revoked one is refused;
+/// - without a token, the daemon's own uid is the owner (no token needed, admin kept) and
+///   every other uid is refused;
+/// - a daemon started without `--require-token` refuses any token (a token the daemon would
+///   ignore must not look like it worked).
+pub fn authorize(
+    state: &State,
+    mut peer: Peer,
+    token: Option<&crate::protocol::Token>,
+) -> Result<Peer, WireError> {
+    use crate::daemon::tokens::TokenSet;
+    match (token, &state.tokens) {
+        (None, None) => Ok(peer),
+        (Some(_), None) => Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            "permission denied: this daemon takes no tokens (it was started without \
+             --require-token); unset ELHAZ_TOKEN and ELHAZ_TOKEN_FILE",
+        )),
+        (None, Some(_)) if peer.access == Access::Owner => Ok(peer),
+        (None, Some(_)) => {
+            crate::logging::denial(|| {
+                tracing::warn!(
+                    peer_uid = peer.uid,
+                    peer_pid = peer.pid.unwrap_or(-1),
+                    "refused a request without a token (--require-token)"
+                );
+            });
+            Err(WireError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "permission denied: this daemon requires a token from uid {} (set \
+                     ELHAZ_TOKEN or ELHAZ_TOKEN_FILE)",
+                    peer.uid
+                ),
+            ))
+        }
+        (Some(t), Some(tokens)) => match tokens.current().check(t.expose()) {
+            Some(grant) => {
+                peer.access = Access::Sessions(grant.sessions);
+                peer.token = Some(grant.prefix);
+                Ok(peer)
+            }
+            None => {
+                let prefix = TokenSet::prefix(t.expose());
+                crate::logging::denial(|| {
+                    tracing::warn!(
+                        peer_uid = peer.uid,
+                        peer_pid = peer.pid.unwrap_or(-1),
+                        token = %prefix,
+                        "refused an unknown or revoked token"
+                    );
+                });
+                Err(WireError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "permission denied: token {prefix}… is not valid for this daemon \
+                         (unknown, or revoked from its token file)"
+                    ),
+                ))
+            }
+        },
     }
 }
 
@@ -57,8 +128,9 @@ fn check_session(state: &State, peer: &Peer, name: &str) -> Result<(), WireError
         crate::logging::denial(|| {
             tracing::warn!(
                 peer_uid = peer.uid,
+                token = peer.token.as_deref().unwrap_or("-"),
                 session = %shown,
-                "refused a session outside the peer's allow rule"
+                "refused a session outside the peer's allow rule or token"
             );
         });
         return Err(WireError::new(
@@ -89,8 +161,25 @@ pub async fn handle(
     {
         return Err(denied(request.op()));
     }
-    if let Request::Credentials { name, .. } | Request::Whoami { name, .. } = &request {
+    if let Request::Credentials { name, .. }
+    | Request::Whoami { name, .. }
+    | Request::ConsoleCredentials { name, .. } = &request
+    {
         check_session(state, &peer, name)?;
+    }
+    if let Some(prefix) = &peer.token
+        && !matches!(
+            request,
+            Request::Credentials { .. } | Request::ConsoleCredentials { .. }
+        )
+    {
+        // Credentials are in the audit trail (with the prefix); every other use is logged.
+        tracing::info!(
+            peer_uid = peer.uid,
+            token = %prefix,
+            op = request.op(),
+            "request by token"
+        );
     }
     match request {
         Request::Ping => ping(state),
@@ -104,6 +193,9 @@ pub async fn handle(
         Request::Remove { name } => remove(state, &name),
         Request::Credentials { name, mfa_code } => credentials(state, &peer, &name, mfa_code).await,
         Request::Whoami { name, mfa_code } => whoami(state, &name, mfa_code).await,
+        Request::ConsoleCredentials { name, duration_s } => {
+            console_credentials(state, &peer, &name, duration_s).await
+        }
     }
 }
 
@@ -226,6 +318,35 @@ async fn credentials(
         peer_uid: peer.uid,
         peer_pid: peer.pid.unwrap_or(-1),
         peer_exe: peer.exe(),
+        token: peer.token.as_deref(),
+        expiration: &creds.expiration,
+    })
+    .map_err(|e| e.to_wire())?;
+    Ok(Response::Credentials(creds))
+}
+
+async fn console_credentials(
+    state: &State,
+    peer: &Peer,
+    name: &str,
+    duration_s: Option<u32>,
+) -> Result<Response, WireError> {
+    if let Some(d) = duration_s
+        && !(900..=129_600).contains(&d)
+    {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "console_credentials: duration_s must be 900..129600 (GetFederationToken's range)",
+        ));
+    }
+    let creds = state.sessions.console_credentials(name, duration_s).await?;
+    // Audited like every credential that leaves the daemon.
+    crate::logging::audit(&crate::logging::AuditRecord {
+        session: name,
+        peer_uid: peer.uid,
+        peer_pid: peer.pid.unwrap_or(-1),
+        peer_exe: peer.exe(),
+        token: peer.token.as_deref(),
         expiration: &creds.expiration,
     })
     .map_err(|e| e.to_wire())?;

@@ -23,7 +23,8 @@
 //! 7. Signal readiness: point stderr at /dev/null, which closes the CLI's pipe.
 //!
 //! Shutdown (SIGTERM, SIGINT and every other stop signal in [`STOP_SIGNALS`] — SIGHUP stops
-//! too, it does not reload — `stop`, idle timeout, `--once`) cancels every task, kills the
+//! too, it does not reload, except in a daemon with a `--token-file`, where SIGHUP re-reads
+//! that file and nothing else — `stop`, idle timeout, `--once`) cancels every task, kills the
 //! process groups of child processes still running (a profile's `credential_process`, an MFA
 //! command), then removes the socket (only if it is still ours) and the pid file; the lock
 //! goes with the process.
@@ -269,6 +270,11 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     // read (configs name commands that run as us) or a log is opened.
     crate::fsafe::check_paths(paths)?;
     let settings = Settings::load(&paths.settings_file)?;
+    // A token file that is missing, loose or malformed refuses the start before anything is
+    // bound (State::new loads it again, for the set it keeps).
+    if let Some(f) = &options.token_file {
+        crate::daemon::tokens::TokenSet::load(f)?;
+    }
     // Logging first, so that lock and stale-socket decisions are in the log too.
     let _log = crate::logging::init_daemon(
         &paths.log_dir,
@@ -363,7 +369,11 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         if let Some(idle) = state.idle_timeout() {
             tokio::spawn(idle_watch(state.clone(), idle));
         }
-        let signals = shutdown_signals()?;
+        let reload = state.tokens.is_some();
+        let signals = shutdown_signals(reload)?;
+        if reload {
+            tokio::spawn(reload_tokens_on_sighup(state.clone())?);
+        }
         rewarm(&state);
         if detached {
             signal_ready();
@@ -448,11 +458,15 @@ pub const STOP_SIGNALS: &[(i32, &str)] = &[
 ];
 
 /// Resolves on the first of [`STOP_SIGNALS`]; every one takes the same clean path (cancel,
-/// zeroize the cache, remove socket and pid file).
-fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Error> {
+/// zeroize the cache, remove socket and pid file). With `sighup_reloads` (a daemon with a
+/// `--token-file`), SIGHUP is left to [`reload_tokens_on_sighup`] instead.
+fn shutdown_signals(sighup_reloads: bool) -> Result<impl std::future::Future<Output = ()>, Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut streams = Vec::with_capacity(STOP_SIGNALS.len());
     for &(sig, name) in STOP_SIGNALS {
+        if sighup_reloads && sig == libc::SIGHUP {
+            continue;
+        }
         let s = signal(SignalKind::from_raw(sig))
             .map_err(|e| Error::io(format!("cannot install the {name} handler"), e))?;
         streams.push((s, name));
@@ -471,6 +485,39 @@ fn shutdown_signals() -> Result<impl std::future::Future<Output = ()>, Error> {
         });
         let (name, _, _) = futures_util::future::select_all(waits).await;
         tracing::info!(signal = name, "{name} received; stopping");
+    })
+}
+
+/// A daemon with a `--token-file`: SIGHUP re-reads it. A file that fails to load keeps the
+/// old set in force and logs an error naming the file (never a token).
+fn reload_tokens_on_sighup(
+    state: Arc<State>,
+) -> Result<impl std::future::Future<Output = ()>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| Error::io("cannot install the SIGHUP handler", e))?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let Some(tokens) = &state.tokens else {
+                return;
+            };
+            match tokens.reload() {
+                Ok(n) => tracing::info!(
+                    file = %tokens.file().display(),
+                    tokens = n,
+                    "SIGHUP: token file reloaded"
+                ),
+                Err(e) => tracing::error!(
+                    file = %tokens.file().display(),
+                    error = %e,
+                    "SIGHUP: cannot reload the token file; the previous tokens stay in force"
+                ),
+            }
+        }
     })
 }
 

@@ -12,6 +12,7 @@
 //! - [`policy`] decides who may ask for what (owner, shared-mode allow rules) and applies
 //!   the per-client connection cap and per-session rate limit.
 //! - [`state`] is the shared state handed to every task.
+//! - [`tokens`] holds the delegates' token hashes (`--require-token --token-file`).
 
 pub mod clock;
 pub mod handler;
@@ -22,6 +23,7 @@ pub mod selfref;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod tokens;
 
 pub use server::run;
 pub use state::State;

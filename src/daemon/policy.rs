@@ -15,6 +15,11 @@
 //! lookup, so it never blocks a connection task on LDAP; the NSS lookups of the rules
 //! (`user = …`, `group = …`) happen once, when the policy is built at start-up.
 //!
+//! With `--require-token` ([`Policy::require_tokens`]) the uid stops deciding for non-owners:
+//! every uid that can reach the socket is admitted as an [`Access::Delegate`], which gets
+//! nothing until a request carries a valid token; the token's scope is then its access (see
+//! `daemon::tokens` and `handler::authorize`). The allow rules are not consulted then.
+//!
 //! Limits, all from `elhaz.toml`: an optional per-client (uid) connection cap for everyone,
 //! a per-session token-bucket rate limit, and — in shared mode, always on for non-owner uids
 //! — a per-uid connection cap (`[shared] max_connections_per_peer`, default 16) and a per-uid
@@ -36,6 +41,9 @@ pub enum Access {
     Owner,
     /// An allowed principal: credential requests for these sessions (`None`: all).
     Sessions(Option<Vec<String>>),
+    /// Any other uid of a daemon started with `--require-token`: admitted only to present a
+    /// token; every request without a valid one is refused (see `handler::authorize`).
+    Delegate,
 }
 
 #[derive(Debug)]
@@ -55,6 +63,8 @@ pub struct Policy {
     rate: Option<f64>,
     /// Shared mode: requests per second of a non-owner uid.
     peer_rate: Option<f64>,
+    /// `--require-token`: every non-owner uid is admitted as a [`Access::Delegate`].
+    delegates: bool,
     conns: Arc<Mutex<HashMap<u32, usize>>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
     peer_buckets: Mutex<HashMap<u32, (f64, Instant)>>,
@@ -155,15 +165,33 @@ impl Policy {
                 sh.and_then(|s| s.peer_rate_limit)
                     .unwrap_or(crate::config::DEFAULT_PEER_RATE_LIMIT)
             }),
+            delegates: false,
             conns: Arc::new(Mutex::new(HashMap::new())),
             buckets: Mutex::new(HashMap::new()),
             peer_buckets: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether any rule can admit a non-owner uid (a personal daemon: none).
+    /// `--require-token`: any uid may connect (as a [`Access::Delegate`], which can do nothing
+    /// without a token), and every non-owner uid gets the shared mode's per-uid connection cap
+    /// and request rate, configured or not.
+    pub fn require_tokens(&mut self, settings: &Settings) {
+        let sh = settings.shared.as_ref();
+        self.delegates = true;
+        self.max_per_peer.get_or_insert(
+            sh.and_then(|s| s.max_connections_per_peer)
+                .unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS_PER_PEER),
+        );
+        self.peer_rate.get_or_insert(
+            sh.and_then(|s| s.peer_rate_limit)
+                .unwrap_or(crate::config::DEFAULT_PEER_RATE_LIMIT),
+        );
+    }
+
+    /// Whether any rule can admit a non-owner uid (a personal daemon: none). Under
+    /// `--require-token` the rules are not consulted, so none can.
     pub fn has_rules(&self) -> bool {
-        !self.rules.is_empty()
+        !self.rules.is_empty() && !self.delegates
     }
 
     /// The daemon owner's uid.
@@ -176,6 +204,10 @@ impl Policy {
     pub fn admit(&self, uid: u32, groups: &[u32]) -> Option<Access> {
         if uid == self.owner {
             return Some(Access::Owner);
+        }
+        if self.delegates {
+            // The token, not the uid, decides (docs/security.md).
+            return Some(Access::Delegate);
         }
         if self.rules.is_empty() {
             return None;
@@ -253,6 +285,7 @@ impl Access {
         match self {
             Access::Owner | Access::Sessions(None) => true,
             Access::Sessions(Some(list)) => list.iter().any(|s| s == session),
+            Access::Delegate => false,
         }
     }
 }

@@ -617,6 +617,10 @@ async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Vec<Byte
     };
     state.touch();
     let op = frame.request.op();
+    let peer = match handler::authorize(state, peer, frame.token.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return (vec![error_reply(frame.id, e)], After::default()),
+    };
     let outcome = match handler::handle(state, peer, frame.request).await {
         Ok(r) => Outcome::Ok(r),
         Err(e) => {

@@ -499,6 +499,55 @@ impl Sessions {
         Ok(held.creds.to_wire(region))
     }
 
+    /// Credentials the AWS console's federation endpoint accepts, for `elhaz console`. That
+    /// endpoint takes role (or federated-user) credentials only, so a session whose
+    /// credentials come from GetSessionToken (no `[role]`; an IAM user's long-term keys from
+    /// the default chain, a profile or the keyring) gets GetFederationToken with those keys,
+    /// called here because the daemon holds them and the CLI must not (see
+    /// [`crate::sts::federation_policy`] for the policy and the name). Nothing is cached: a
+    /// console sign-in is rare and the federated credentials are handed out once. Every other
+    /// session gets its usual credentials.
+    pub async fn console_credentials(
+        &self,
+        name: &str,
+        duration_s: Option<u32>,
+    ) -> Result<WireCredentials, WireError> {
+        let session = self.engine.load(name, false)?;
+        let config = session.config.clone();
+        let federate = config.role.is_none()
+            && matches!(
+                config.source(),
+                Source::Default | Source::Profile(_) | Source::Keyring(_)
+            );
+        if !federate {
+            return self.credentials(name, None).await;
+        }
+        let long_term = match config.source() {
+            Source::Keyring(entry) => Some(self.engine.long_term(&session, entry).await?),
+            _ => None,
+        };
+        session.sts_calls.fetch_add(1, Ordering::Relaxed);
+        let endpoint = sts_endpoint(&config);
+        let fetched = self
+            .engine
+            .fetcher
+            .federation_token(
+                FetchRequest {
+                    name: session.name.clone(),
+                    config: config.clone(),
+                    chained: None,
+                    long_term,
+                    mfa_code: None,
+                },
+                duration_s.unwrap_or(crate::sts::FEDERATION_DEFAULT_DURATION),
+            )
+            .await
+            .map_err(|e| explain(e, &session.name, &endpoint))?;
+        session.hits.fetch_add(1, Ordering::Relaxed);
+        let region = config.region.as_ref().map(|r| r.0.clone());
+        Ok(fetched.creds.to_wire(region))
+    }
+
     /// GetCallerIdentity made with the session's own credentials.
     pub async fn whoami(
         &self,

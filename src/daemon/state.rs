@@ -26,6 +26,8 @@ pub struct Options {
     pub socket_dir_mode: Option<u32>,
     /// Shared-mode socket group override.
     pub group: Option<String>,
+    /// `--require-token --token-file FILE`: delegates' tokens; every non-owner needs one.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Shared daemon state. Cheap to reach from any task through an `Arc`.
@@ -51,6 +53,8 @@ pub struct State {
     pub sessions: Sessions,
     /// Who may ask for what.
     pub policy: crate::daemon::policy::Policy,
+    /// The delegates' tokens (`--require-token`), reloaded on SIGHUP.
+    pub tokens: Option<crate::daemon::tokens::Tokens>,
     /// Milliseconds since `started` of the last request (for the idle timeout).
     last_activity_ms: AtomicU64,
 }
@@ -64,9 +68,18 @@ impl State {
         sessions: Sessions,
     ) -> Result<State, crate::Error> {
         let uid = nix::unistd::geteuid().as_raw();
-        let policy = crate::daemon::policy::Policy::new(uid, &settings, options.shared)?;
+        let mut policy = crate::daemon::policy::Policy::new(uid, &settings, options.shared)?;
+        let tokens = options
+            .token_file
+            .as_deref()
+            .map(crate::daemon::tokens::Tokens::load)
+            .transpose()?;
+        if tokens.is_some() {
+            policy.require_tokens(&settings);
+        }
         Ok(State {
             policy,
+            tokens,
             paths,
             settings,
             options,

@@ -134,3 +134,75 @@ fn console_bad_flags_are_clear() {
     let out = env.run_fail(&["console", "web", "--print", "--duration", "5m"]);
     assert_contains(&stderr(&out), &["--duration", "900..43200"]);
 }
+
+/// An IAM-user session (no role: GetSessionToken) cannot sign in with its own credentials —
+/// the federation endpoint takes role or federated-user credentials only — so the daemon, which
+/// holds the long-term keys, calls GetFederationToken (moto serves it) and the CLI hands the
+/// federated credentials to the fake federation endpoint. Neither the long-term secret nor the
+/// federated one reaches stdout, stderr or the logs.
+#[test]
+fn console_for_an_iam_user_session_uses_federated_credentials_from_the_daemon() {
+    let env = TestEnv::new();
+    let moto = Moto::start(env.root());
+    aws_env(&env, &moto.url());
+    env.run_ok(&["config", "add", "user", "--duration", "1h"]);
+    let plain: Value =
+        serde_json::from_slice(&env.run_ok(&["export", "user", "--format", "json"]).stdout)
+            .unwrap();
+    let (url, rx) = fake_federation();
+    env.set_env("ELHAZ_FEDERATION_URL", &url);
+    let out = env.run_ok(&["console", "user", "--print", "--duration", "3h"]);
+    let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let target = line.split(' ').nth(1).unwrap();
+    let session = target
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Session="))
+        .unwrap();
+    let session: Value = serde_json::from_str(&decode(session)).unwrap();
+    // moto answers GetSessionToken and GetFederationToken with the same fixed key id but
+    // different session tokens (GetFederationToken's begins `AQoDYXdzEPT`): the token tells
+    // which call made the credentials the federation endpoint received.
+    assert_ne!(
+        session["sessionToken"], plain["session_token"],
+        "the GetSessionToken credentials were sent, not federated ones"
+    );
+    assert!(
+        session["sessionToken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("AQoDYXdzEPT")),
+        "not GetFederationToken's credentials: {session}"
+    );
+    assert_ne!(
+        session["sessionKey"], "testing",
+        "the long-term secret left the daemon"
+    );
+    assert_contains(
+        stdout(&out).trim(),
+        &["Action=login", "SigninToken=FAKE-SIGNIN-TOKEN_123"],
+    );
+    // The federated credentials were audited, with GetFederationToken's 3 h lifetime.
+    let audit: String = std::fs::read_dir(env.log_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit."))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let exp = audit
+        .lines()
+        .filter(|l| l.contains("session=user "))
+        .filter_map(|l| l.split("expiration=").nth(1))
+        .filter_map(|e| humantime::parse_rfc3339(e.trim()).ok())
+        .max()
+        .expect("no audit line for session user");
+    let left = exp
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > Duration::from_secs(2 * 3600 + 1800) && left <= Duration::from_secs(3 * 3600 + 60),
+        "console credentials last {left:?}, not ~3h\n{audit}"
+    );
+    let secret = session["sessionKey"].as_str().unwrap();
+    for text in [stdout(&out), stderr(&out), env.log_text(), audit] {
+        assert!(!text.contains(secret), "the federated secret leaked");
+    }
+}

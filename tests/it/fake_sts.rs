@@ -188,6 +188,12 @@ impl FakeSts {
         lock(&self.shared.behaviour).mode = mode;
     }
 
+    /// GetCallerIdentity with access key `key` reports `arn` (keys it did not issue otherwise
+    /// report [`BASE_ARN`]).
+    pub fn set_identity(&self, key: &str, arn: &str) {
+        lock(&self.shared.identities).insert(key.to_string(), arn.to_string());
+    }
+
     /// Issued credentials expire `lifetime` after the answer.
     pub fn set_lifetime(&self, lifetime: Duration) {
         lock(&self.shared.behaviour).lifetime = Some(lifetime);

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use elhaz::codec;
 use elhaz::protocol::{
     ErrorCode, Identity, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response,
-    SessionInfo, StatusInfo, WireCredentials, WireError,
+    SessionInfo, StatusInfo, Token, WireCredentials, WireError,
 };
 
 use crate::util::*;
@@ -39,6 +39,7 @@ fn req(id: u64, request: Request) -> RequestFrame {
     RequestFrame {
         protocol: PROTOCOL_VERSION,
         id,
+        token: None,
         request,
     }
 }
@@ -127,6 +128,19 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
             ),
         ),
         (
+            "request_credentials_token.json",
+            RequestFrame {
+                token: Some(Token::new("0123456789abcdef0123456789abcdef".into())),
+                ..req(
+                    7,
+                    Request::Credentials {
+                        name: "ci".into(),
+                        mfa_code: None,
+                    },
+                )
+            },
+        ),
+        (
             "request_credentials_mfa.json",
             req(
                 8,
@@ -156,6 +170,16 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
                 },
             ),
         ),
+        (
+            "request_console_credentials.json",
+            req(
+                11,
+                Request::ConsoleCredentials {
+                    name: "iam-user".into(),
+                    duration_s: Some(3600),
+                },
+            ),
+        ),
     ]
 }
 
@@ -164,7 +188,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
     mfa.mfa_serial = Some("arn:aws:iam::123456789012:mfa/alice".into());
     let mut mismatch = WireError::new(
         ErrorCode::ProtocolMismatch,
-        "daemon speaks protocol 2, this client speaks 999: run `elhaz daemon stop` (the next \
+        "daemon speaks protocol 3, this client speaks 999: run `elhaz daemon stop` (the next \
          command starts a matching daemon)",
     );
     mismatch.protocol = Some(PROTOCOL_VERSION);
@@ -390,6 +414,7 @@ fn request_kind(r: &Request) -> &'static str {
         Request::Remove { .. } => "remove",
         Request::Credentials { .. } => "credentials",
         Request::Whoami { .. } => "whoami",
+        Request::ConsoleCredentials { .. } => "console_credentials",
     }
 }
 const ALL_REQUESTS: &[&str] = &[
@@ -401,6 +426,7 @@ const ALL_REQUESTS: &[&str] = &[
     "remove",
     "credentials",
     "whoami",
+    "console_credentials",
 ];
 
 /// Exhaustive: a new `Response` variant breaks the build here.
@@ -558,7 +584,7 @@ fn error_codes_spell_as_on_the_wire() {
     }
     // A code from a newer daemon decodes as `unknown` and keeps its message.
     let reply: ReplyFrame = codec::from_payload(
-        br#"{"protocol":2,"id":3,"error":{"code":"from_the_future","message":"m","extra":1}}"#,
+        br#"{"protocol":3,"id":3,"error":{"code":"from_the_future","message":"m","extra":1}}"#,
     )
     .unwrap();
     assert_eq!(
