@@ -311,8 +311,16 @@ async fn credentials(
     mfa_code: Option<String>,
 ) -> Result<Response, WireError> {
     let creds = state.sessions.credentials(name, mfa_code).await?;
-    // The audit line is written before the credential leaves; no line, no credential
-    // (unless `audit_fail_open`).
+    audited(peer, name, creds)
+}
+
+/// The credential reply, once its audit line is written: the line is written before the
+/// credential leaves; no line, no credential (unless `audit_fail_open`).
+fn audited(
+    peer: &Peer,
+    name: &str,
+    creds: crate::protocol::WireCredentials,
+) -> Result<Response, WireError> {
     crate::logging::audit(&crate::logging::AuditRecord {
         session: name,
         peer_uid: peer.uid,
@@ -340,17 +348,7 @@ async fn console_credentials(
         ));
     }
     let creds = state.sessions.console_credentials(name, duration_s).await?;
-    // Audited like every credential that leaves the daemon.
-    crate::logging::audit(&crate::logging::AuditRecord {
-        session: name,
-        peer_uid: peer.uid,
-        peer_pid: peer.pid.unwrap_or(-1),
-        peer_exe: peer.exe(),
-        token: peer.token.as_deref(),
-        expiration: &creds.expiration,
-    })
-    .map_err(|e| e.to_wire())?;
-    Ok(Response::Credentials(creds))
+    audited(peer, name, creds)
 }
 
 async fn whoami(
