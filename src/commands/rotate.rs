@@ -11,9 +11,11 @@
 //! No step may leave the user without a working key:
 //! - CreateAccessKey fails (the user already has AWS's two keys, no permission): nothing
 //!   changed; the error says so.
-//! - The new pair cannot be stored, or STS never accepts it: the entry is set back to the old
-//!   pair and the new key is deleted (with the old key, which still works). Should that delete
-//!   fail too, the message names the new key id to delete by hand.
+//! - The new pair cannot be stored, or STS never accepts it: the entry is read back and, if
+//!   needed, set back to the old pair; only once it holds the old pair is the new key deleted
+//!   (with the old key, which still works). Should that delete fail, the message names the new
+//!   key id to delete by hand. Should the entry not take the old pair back, nothing is deleted:
+//!   both keys stay in IAM and the old pair goes to `ENTRY.previous` if the keyring takes it.
 //! - The old key cannot be deleted: the entry keeps the new pair, the old pair is kept in the
 //!   entry `ENTRY.previous` (added to the index, so `keyring list` shows it), and the message
 //!   names the old key id; exit status 1.
@@ -186,32 +188,50 @@ async fn rotate(entry: &str, old: &LongTermKeys, verify_timeout: Duration) -> Re
         },
     };
     if let Some(why) = failed {
-        let restored = elhaz::keyring::set(entry, old);
-        let deleted = bounded(
-            "DeleteAccessKey",
-            iam_old
-                .delete_access_key()
-                .user_name(&user)
-                .access_key_id(&new_id)
-                .send(),
-        )
-        .await;
-        let mut msg = format!("rotation of {entry:?} failed: {why}.");
-        match &restored {
-            Ok(()) => msg.push_str(&format!(" The entry keeps the old key {old_id}.")),
-            Err(e) => msg.push_str(&format!(
-                " Could not put the old key {old_id} back into the entry ({e}); the entry holds \
-                 the new key {new_id}."
-            )),
+        // What the entry holds now (read back, not assumed: a failed store may or may not
+        // have written) decides what may be deleted — never the key the entry holds.
+        let holds = |id: &str| elhaz::keyring::read(entry).is_ok_and(|k| k.access_key_id == id);
+        let mut restore_error = None;
+        if !holds(&old_id)
+            && let Err(e) = elhaz::keyring::set(entry, old)
+        {
+            restore_error = Some(e.to_string());
         }
-        match (&deleted, &restored) {
-            (Ok(_), _) => msg.push_str(&format!(" The new key {new_id} was deleted.")),
-            (Err(e), Ok(())) => msg.push_str(&format!(
-                " The new key {new_id} could not be deleted ({e:#}): delete it by hand."
-            )),
-            (Err(e), Err(_)) => msg.push_str(&format!(
-                " The new key {new_id} could not be deleted either ({e:#}); both keys exist."
-            )),
+        let mut msg = format!("rotation of {entry:?} failed: {why}.");
+        if holds(&old_id) {
+            msg.push_str(&format!(" The entry keeps the old key {old_id}."));
+            match bounded(
+                "DeleteAccessKey",
+                iam_old
+                    .delete_access_key()
+                    .user_name(&user)
+                    .access_key_id(&new_id)
+                    .send(),
+            )
+            .await
+            {
+                Ok(_) => msg.push_str(&format!(" The new key {new_id} was deleted.")),
+                Err(e) => msg.push_str(&format!(
+                    " The new key {new_id} could not be deleted ({e:#}): delete it by hand."
+                )),
+            }
+        } else {
+            // The entry does not hold the old key and cannot be made to: both keys stay in
+            // IAM, and the old pair is kept in ENTRY.previous if the keyring takes it.
+            let kept = elhaz::keyring::set(&previous_entry(entry), old).is_ok();
+            msg.push_str(&format!(
+                " Could not put the old key {old_id} back into the entry ({}); both keys are \
+                 kept in IAM: the new key {new_id}, and the old key {old_id}{}.",
+                restore_error.as_deref().unwrap_or("it does not read back"),
+                if kept {
+                    format!(
+                        " (its pair is in the keyring entry {:?})",
+                        previous_entry(entry)
+                    )
+                } else {
+                    String::new()
+                }
+            ));
         }
         bail!(msg);
     }

@@ -5,7 +5,10 @@
 //!   nothing changes;
 //! - STS never accepts the new key (STS is the test's fake, which knows only the old key's
 //!   user — moto's STS accepts every key at once, so it cannot refuse one): the new key is
-//!   deleted and the entry keeps the old one.
+//!   deleted and the entry keeps the old one;
+//! - the keyring cannot store the new key (the kernel refuses the write: the test takes the
+//!   write permission off the entry's key): the new key is deleted and the entry keeps the old
+//!   one.
 //!
 //! The keys live in the kernel keyutils store (per user, not per test): entries get unique
 //! names and are removed on drop. A keyring that cannot be used here is reported loudly.
@@ -288,4 +291,55 @@ fn an_old_key_that_cannot_be_deleted_is_kept_and_named() {
     c.env("AWS_ENDPOINT_URL_STS", moto.url());
     let out = cmd_ok(&mut c);
     assert_contains(&stdout(&out), &[&format!("old key {} deleted", keys[0])]);
+}
+
+/// Sets the permissions of the kernel key behind keyring entry `entry` (root's persistent
+/// keyring, which the store uses): `keyctl` in a fresh session keyring that links the
+/// persistent keyring, so that it possesses the key.
+fn set_key_perm(entry: &str, perm: &str) {
+    let script = format!(
+        "keyctl get_persistent @s >/dev/null && \
+         id=$(keyctl search @s user 'keyring:{entry}@elhaz') && keyctl setperm \"$id\" {perm}"
+    );
+    let mut c = Command::new("keyctl");
+    c.args(["session", "-", "sh", "-c", &script]);
+    cmd_ok(&mut c);
+}
+
+/// The keyring cannot store the new key: the kernel refuses the write (EACCES), as a locked or
+/// read-only keyring would — injected by taking the write permission off the entry's key
+/// (view, read, search, link and setattr stay), not by a switch in elhaz. The rotation reads
+/// the entry, creates the new key, fails to store it, deletes it, and the entry keeps the old
+/// key; with the permission back, the old key rotates.
+#[test]
+fn a_keyring_that_cannot_store_the_new_key_keeps_the_old_one() {
+    let env = TestEnv::new();
+    let moto = Moto::start(env.root());
+    let Some((user, first, guard)) = setup(&env, &moto, "perm") else {
+        return;
+    };
+    let entry = guard.1.clone();
+    set_key_perm(&entry, "0x3b010000");
+    let out = rotate(&env, &entry, &[]);
+    assert!(
+        !out.status.success(),
+        "the rotation succeeded with a read-only entry: {}",
+        stdout(&out)
+    );
+    assert_contains(
+        &stderr(&out),
+        &[
+            "cannot store the new key in the keyring",
+            &format!("keeps the old key {first}"),
+            "was deleted",
+        ],
+    );
+    assert_eq!(key_ids(&moto, &user), vec![first.clone()]);
+
+    // Writable again: the entry still holds the old, working key, and it rotates.
+    set_key_perm(&entry, "0x3f010000");
+    let out = rotate(&env, &entry, &[]);
+    assert!(out.status.success(), "{}{}", stderr(&out), stdout(&out));
+    let keys = key_ids(&moto, &user);
+    assert!(keys.len() == 1 && keys[0] != first, "{keys:?}");
 }
