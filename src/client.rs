@@ -20,7 +20,8 @@ use crate::codec;
 use crate::error::Error;
 use crate::paths::Paths;
 use crate::protocol::{
-    ErrorCode, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response, WireError,
+    ErrorCode, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response, StartReport,
+    WireError,
 };
 
 /// Environment variable: `0` disables autostart.
@@ -636,6 +637,7 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
         let _ = tx.send(text);
     });
     let text = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    let (report, text) = StartReport::parse(&text);
 
     // The daemon may have lost a start race to another daemon that is still binding: while
     // some daemon holds the lock, wait for the socket to accept.
@@ -644,11 +646,15 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
         // Readiness is a bare connect, not a request: a `--once` daemon must keep its one
         // request for the caller.
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            let pid = crate::daemon::lifecycle::read_pid(paths).unwrap_or(0);
-            return Ok(if text.contains("already running") {
-                Started::Already(pid)
-            } else {
-                Started::New(pid)
+            let pid = || crate::daemon::lifecycle::read_pid(paths).unwrap_or(0);
+            return Ok(match report {
+                Some(StartReport::AlreadyRunning { pid: p }) => {
+                    Started::Already(p.unwrap_or_else(pid))
+                }
+                Some(StartReport::Ready { pid: p }) => Started::New(p),
+                // Our daemon lost a start race and has not reported yet, or is older: the
+                // socket accepts, which is what the caller needs.
+                None => Started::New(pid()),
             });
         }
         if !crate::daemon::lifecycle::lock_is_held(paths) || Instant::now() >= deadline {

@@ -522,9 +522,83 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// The line a detached daemon writes to its start-up pipe (its stderr, which the spawning CLI
+/// reads until EOF) once it knows how the start ended: [`START_REPORT_PREFIX`] followed by a
+/// JSON [`StartReport`]. Anything else on the pipe is the daemon's error text, shown as is. The
+/// CLI decides "started" or "already running" from this typed line, never from message text.
+pub const START_REPORT_PREFIX: &str = "elhaz-start-report ";
+
+/// How a detached daemon's start ended (see [`START_REPORT_PREFIX`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StartReport {
+    /// This process serves the socket now.
+    Ready {
+        /// Its pid.
+        pid: u32,
+    },
+    /// Another daemon holds the run directory's lock.
+    AlreadyRunning {
+        /// The other daemon's pid, when its pid file says.
+        pid: Option<u32>,
+    },
+}
+
+impl StartReport {
+    /// The line to write, newline included.
+    pub fn line(&self) -> String {
+        // serde_json cannot fail on this enum of integers (no maps with non-string keys).
+        let json = serde_json::to_string(self).unwrap_or_default();
+        format!("{START_REPORT_PREFIX}{json}\n")
+    }
+
+    /// Splits what the start-up pipe carried into the report (the last well-formed report
+    /// line, if any) and the rest of the text.
+    pub fn parse(text: &str) -> (Option<StartReport>, String) {
+        let mut report = None;
+        let mut rest = String::new();
+        for line in text.lines() {
+            match line
+                .strip_prefix(START_REPORT_PREFIX)
+                .and_then(|j| serde_json::from_str(j).ok())
+            {
+                Some(r) => report = Some(r),
+                None => {
+                    rest.push_str(line);
+                    rest.push('\n');
+                }
+            }
+        }
+        (report, rest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_reports_round_trip_and_leave_the_error_text() {
+        for r in [
+            StartReport::Ready { pid: 42 },
+            StartReport::AlreadyRunning { pid: Some(7) },
+            StartReport::AlreadyRunning { pid: None },
+        ] {
+            let text = format!("warning: one\n{}", r.line());
+            assert_eq!(
+                StartReport::parse(&text),
+                (Some(r), "warning: one\n".into())
+            );
+        }
+        assert_eq!(
+            StartReport::Ready { pid: 42 }.line(),
+            "elhaz-start-report {\"state\":\"ready\",\"pid\":42}\n"
+        );
+        // A malformed report is text, not a report.
+        let (r, rest) = StartReport::parse("elhaz-start-report {\"state\":\"nope\"}\n");
+        assert_eq!(r, None);
+        assert!(rest.contains("nope"));
+    }
 
     /// The protocol version is bumped by hand. If this test fails you changed it: make sure the
     /// change is deliberate, update docs/protocol.md, the golden fixtures and CHANGELOG.md.

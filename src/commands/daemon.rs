@@ -12,7 +12,7 @@ use elhaz::paths::Paths;
 use elhaz::protocol::{ErrorCode, Request, Response};
 
 use super::{EXIT_NOT_RUNNING, human_secs};
-use crate::cli::StartArgs;
+use elhaz::cli::StartArgs;
 
 pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
     // A daemon autostarted from inside `exec --ecs` (by its endpoint's threads) inherits their
@@ -61,8 +61,10 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
         };
         return match lifecycle::serve(paths, options) {
             Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e @ elhaz::Error::AlreadyRunning { .. }) => {
-                eprintln!("elhaz: {e}");
+            Err(e @ elhaz::Error::AlreadyRunning { pid }) => {
+                if !lifecycle::report_start(elhaz::protocol::StartReport::AlreadyRunning { pid }) {
+                    eprintln!("elhaz: {e}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => Err(e.into()),

@@ -1,26 +1,35 @@
 //! Everything around the server: detaching, the single-instance lock, stale-socket recovery,
 //! creating the socket with its mode, the pid file, signals, the idle exit and cleanup.
 //!
-//! Start-up order matters and is the same for `--foreground` and detached starts:
+//! Start-up order matters and is the same for `--foreground` and detached starts. This list is
+//! the one place it is written down (docs/architecture.md refers here); it follows [`serve`]
+//! step by step:
 //!
-//! 1. (detached only) fork before any thread exists; the parent exits, the child calls
-//!    `setsid`. The CLI that spawned us holds the read end of our stderr pipe and waits for EOF.
-//!    Then, still single-threaded, drop from the environment what elhaz itself put there
-//!    (`ELHAZ_SESSION`, a generated `AWS_CONFIG_FILE`, `AWS_PROFILE=elhaz-…`, …; see
+//! 1. *(detached only)* **Fork** before any thread exists; the parent exits, the child calls
+//!    `setsid`. The CLI that spawned us holds the read end of our stderr pipe and reads it
+//!    until EOF. Then, still single-threaded, **scrub** from the environment what elhaz itself
+//!    put there (`ELHAZ_SESSION`, a generated `AWS_CONFIG_FILE`, `AWS_PROFILE=elhaz-…`, …; see
 //!    [`selfref`](super::selfref)), so a daemon started inside `elhaz shell` never calls itself.
-//! 2. umask 077 for the whole daemon: every file we create is private, whatever the caller's
-//!    umask. Then every directory we use passes the ssh-style check of [`crate::fsafe`]
-//!    before `elhaz.toml` is read or a log opened; stale `run/aws-config-*` files go once the
-//!    lock (step 3) is held.
-//! 3. Take an exclusive `flock` on `run/elhaz.lock`. Held → another daemon owns this run dir:
-//!    report "already running" and exit 0. The kernel drops the lock when a daemon dies, even
-//!    by `kill -9`, so a crash never blocks the next start — unlike a pid file guess.
-//! 4. With the lock held, a leftover socket can only be stale: remove it if connecting is
-//!    refused (and refuse to touch anything that is not a socket, or that answers).
-//! 5. Bind under umask 177 so the socket is *born* 0600 — no bind-then-chmod window.
-//! 6. Write the pid file, harden the process (no core dumps, no same-uid ptrace), start
-//!    logging, build the runtime.
-//! 7. Signal readiness: point stderr at /dev/null, which closes the CLI's pipe.
+//! 2. **umask 077** for the whole daemon: every file we create is private, whatever the
+//!    caller's umask. Every directory we use passes the ssh-style **path check** of
+//!    [`crate::fsafe`]; only then are `elhaz.toml` and a `--token-file` read (an invalid one is
+//!    a start-up error, shown to the user) and **logging** started, so the lock and
+//!    stale-socket decisions below are in the log.
+//! 3. Take an exclusive **`flock`** on `run/elhaz.lock`. Held → another daemon owns this run
+//!    dir: report "already running" (typed, on the start-up pipe) and exit 0. The kernel drops
+//!    the lock when a daemon dies, even by `kill -9`, so a crash never blocks the next start —
+//!    unlike a pid file guess. With the lock held, stale `run/aws-config-*` files go.
+//! 4. Write the **pid file** — before the socket, so whoever sees the socket accept can read it.
+//! 5. A leftover socket can only be **stale** now: remove it if connecting is refused (and
+//!    refuse to touch anything that is not a socket, or that answers). **Bind** under umask 177
+//!    so the socket is *born* 0600 — no bind-then-chmod window (a shared socket gets its mode
+//!    and group through a verified directory descriptor).
+//! 6. **Harden** the process (no core dumps, no same-uid ptrace), join the keyring, build the
+//!    2-worker **runtime** and the engine, start the idle watch, the signal handlers and the
+//!    **re-warm** of the sessions recorded at the last stop.
+//! 7. **Signal readiness**: write the typed start report
+//!    ([`START_REPORT_PREFIX`](crate::protocol::START_REPORT_PREFIX)) to stderr, then point
+//!    stderr at /dev/null, which closes the CLI's pipe. Then serve until shutdown.
 //!
 //! Shutdown (SIGTERM, SIGINT and every other stop signal in [`STOP_SIGNALS`] — SIGHUP stops
 //! too, it does not reload, except in a daemon with a `--token-file`, where SIGHUP re-reads
@@ -42,6 +51,7 @@ use crate::daemon::sessions::Sessions;
 use crate::daemon::state::{Options, State};
 use crate::error::Error;
 use crate::paths::{self, Paths};
+use crate::protocol::StartReport;
 
 /// Environment variable set by the CLI when it spawns a daemon that must detach.
 pub const ENV_DETACH: &str = "ELHAZ_DAEMON_DETACH";
@@ -247,8 +257,28 @@ fn detach() -> Result<(), Error> {
     }
 }
 
-/// Closes the start-up pipe to the CLI by pointing stderr at /dev/null.
+/// Whether this process is a detached start (spawned by the CLI, which reads our stderr).
+pub fn is_detached_start() -> bool {
+    std::env::var_os(ENV_DETACH).is_some_and(|v| v == "1")
+}
+
+/// Writes the typed [`StartReport`] line to the start-up pipe (stderr) of a detached start;
+/// returns whether it did (a foreground start has a person, not a CLI, on stderr).
+pub fn report_start(report: StartReport) -> bool {
+    if !is_detached_start() {
+        return false;
+    }
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(report.line().as_bytes());
+    true
+}
+
+/// Reports readiness, then closes the start-up pipe to the CLI by pointing stderr at
+/// /dev/null.
 fn signal_ready() {
+    report_start(StartReport::Ready {
+        pid: std::process::id(),
+    });
     if let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stderr(&devnull);
     }
@@ -257,7 +287,7 @@ fn signal_ready() {
 /// Runs a daemon in this process until it shuts down. `daemon start --foreground` lands here;
 /// a detached start (`ELHAZ_DAEMON_DETACH=1`, set by the CLI) forks first.
 pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
-    let detached = std::env::var_os(ENV_DETACH).is_some_and(|v| v == "1");
+    let detached = is_detached_start();
     if detached {
         detach()?;
     }
