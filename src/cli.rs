@@ -8,9 +8,9 @@ use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
 /// Completes session names from the config directory (dynamic shell completion).
 fn complete_sessions(current: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
     let prefix = current.to_string_lossy();
-    elhaz::paths::Paths::from_env()
+    crate::paths::Paths::from_env()
         .ok()
-        .and_then(|p| elhaz::config::Store::new(p.configs_dir).names().ok())
+        .and_then(|p| crate::config::Store::new(p.configs_dir).names().ok())
         .unwrap_or_default()
         .into_iter()
         .filter(|n| n.starts_with(prefix.as_ref()))
@@ -353,7 +353,7 @@ pub enum DaemonCmd {
         /// Only sessions whose name matches this glob (`*`, `?`; quote it in the shell).
         pattern: Option<String>,
         /// Only sessions in this state.
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(elhaz::protocol::SESSION_STATES.iter().copied()))]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::protocol::SESSION_STATES.iter().copied()))]
         state: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -390,8 +390,9 @@ pub struct StartArgs {
     /// Run in the foreground (for systemd, launchd and tests).
     #[arg(long)]
     pub foreground: bool,
-    /// Serve one request, then exit.
-    #[arg(long)]
+    /// Serve one request, then exit. A test harness switch (the protocol and frame tests drive
+    /// a daemon through exactly one request), hidden from `--help` and the docs.
+    #[arg(long, hide = true)]
     pub once: bool,
     /// Maximum number of cached sessions (overrides elhaz.toml).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]

@@ -11,7 +11,7 @@ use elhaz::config::{
 };
 use elhaz::paths::Paths;
 
-use crate::cli::ConfigAddArgs;
+use elhaz::cli::ConfigAddArgs;
 
 const HEADER: &str = "# elhaz session config — every field: `elhaz help config`\n";
 

@@ -29,7 +29,7 @@ use elhaz::paths::Paths;
 use zeroize::Zeroizing;
 
 use super::consume::{fetch, resolve_name};
-use crate::cli::ConsoleArgs;
+use elhaz::cli::ConsoleArgs;
 
 /// Environment variable overriding the federation endpoint (for tests).
 pub const ENV_FEDERATION_URL: &str = "ELHAZ_FEDERATION_URL";

@@ -15,7 +15,7 @@ use elhaz::paths::Paths;
 use elhaz::protocol::{ErrorCode, Request, Response, WireCredentials};
 use serde::Serialize;
 
-use crate::cli::{ExecArgs, Format, NameArg};
+use elhaz::cli::{ExecArgs, Format, NameArg};
 
 /// Environment variable naming the current elhaz session (set by `exec`/`shell`).
 pub const ENV_SESSION: &str = "ELHAZ_SESSION";

@@ -42,7 +42,7 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 
 use super::consume::{ENV_SESSION, OVERRIDING, check_nesting, fetch, resolve_name};
-use crate::cli::{EcsExecArgs, NameArg, ServeEcsArgs};
+use elhaz::cli::{EcsExecArgs, NameArg, ServeEcsArgs};
 
 /// Default seconds between the stop signal and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: u64 = 10;

@@ -10,7 +10,7 @@ use elhaz::paths::Paths;
 use secrecy::SecretString;
 use zeroize::Zeroize;
 
-use crate::cli::KeyringCmd;
+use elhaz::cli::KeyringCmd;
 
 pub fn run(paths: &Paths, cmd: KeyringCmd) -> Result<ExitCode> {
     match cmd {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use elhaz::paths::Paths;
 
-use crate::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
+use elhaz::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
 
 mod config;
 mod console;
@@ -119,7 +119,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
         }) => ops::agent_access(&agent_user, &daemon_user, &group, &socket_dir, dry_run),
         Command::Paths { json } => show_paths(&paths, json),
-        Command::Serve(crate::cli::ServeCmd::Ecs(args)) => ecs::serve(&paths, args),
+        Command::Serve(elhaz::cli::ServeCmd::Ecs(args)) => ecs::serve(&paths, args),
         Command::Console(args) => console::run(&paths, args),
         Command::Sso(cmd) => sso::run(&paths, cmd),
     };

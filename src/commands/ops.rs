@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::CommandFactory;
 use elhaz::paths::Paths;
 
-use crate::cli::{Cli, CompletionShell, HookShell};
+use elhaz::cli::{Cli, CompletionShell, HookShell};
 
 /// The registration script of clap's dynamic completion: the shell calls `elhaz` back with
 /// `COMPLETE=<shell>` to complete, so session names come from the configs on disk.

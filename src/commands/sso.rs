@@ -15,7 +15,7 @@ use elhaz::config::{self, Settings, SsoConfig, SsoTokenCache, Store};
 use elhaz::paths::Paths;
 use elhaz::sso::{self, CachedToken, Flow, LoginOptions, Target};
 
-use crate::cli::{SsoCmd, SsoLoginArgs, SsoTarget};
+use elhaz::cli::{SsoCmd, SsoLoginArgs, SsoTarget};
 
 /// Runs `elhaz sso …`.
 pub fn run(paths: &Paths, cmd: SsoCmd) -> Result<ExitCode> {

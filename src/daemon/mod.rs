@@ -13,6 +13,10 @@
 //!   the per-client connection cap and per-session rate limit.
 //! - [`state`] is the shared state handed to every task.
 //! - [`tokens`] holds the delegates' token hashes (`--require-token --token-file`).
+//! - [`scheduler`] shapes the daemon's own STS calls (re-warm, refresh-ahead): a rate per
+//!   endpoint, earliest deadline first, slower on throttling.
+//! - [`selfref`] knows what elhaz puts into an environment, so the daemon scrubs it from its own
+//!   and refuses a profile that would call elhaz back.
 
 pub mod clock;
 pub mod handler;

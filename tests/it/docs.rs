@@ -1,8 +1,8 @@
 //! Commands that cannot rot, part 2 (part 1, `doc_examples.rs`, runs every shell code block).
 //!
 //! - Every `elhaz …` in a shell code block or an inline code span of README.md and docs/*.md
-//!   must parse with the real binary (`ELHAZ_PARSE_ONLY=1` stops right after argument
-//!   parsing): a fast, precise message for a renamed command or flag. Mentions in prose that
+//!   must parse with the real clap `Cli` (in-process, after `sh` split the words): a fast,
+//!   precise message for a renamed command or flag. Mentions in prose that
 //!   name a command without its arguments (`elhaz keyring set`) are checked with `--help`.
 //! - Every *concrete* command named in prose (`elhaz doctor --json`, `elhaz daemon logs -n
 //!   200`) runs for real in a fresh sandbox and must succeed; those that run until stopped
@@ -11,9 +11,14 @@
 //!   are printed, not run.
 
 use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use elhaz::cli::Cli;
 
 use crate::doc_examples::{DOC_FILES, blocks, command_lines, is_shell};
 use crate::moto::{Moto, aws_env};
@@ -131,19 +136,32 @@ fn mentions() -> Vec<Mention> {
     out
 }
 
-/// Runs `elhaz ARGS` (split by `sh`) in parse-only mode: whether the arguments parse.
+/// Whether `elhaz ARGS` parses with the real clap [`Cli`]: the words are split by `sh` (quotes,
+/// escapes and variables as a reader's shell would), then parsed in-process.
 fn parses(args: &str) -> Result<(), String> {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("exec \"$0\" {args}"))
-        .arg(BIN)
-        .env("ELHAZ_PARSE_ONLY", "1")
+        .arg(format!("printf '%s\\0' \"$0\" {args}"))
+        .arg("elhaz")
         .output()
         .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    if !out.status.success() {
+        return Err(format!(
+            "sh cannot split it: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let words: Vec<std::ffi::OsString> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| std::ffi::OsStr::from_bytes(w).to_os_string())
+        .collect();
+    match Cli::try_parse_from(words) {
+        Ok(_) => Ok(()),
+        // `--help` and `--version` are answers, not failures.
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => Ok(()),
+        Err(e) => Err(e.to_string().trim().to_string()),
     }
 }
 
@@ -315,5 +333,96 @@ fn invocation_extraction() {
         "<COMMAND> …",
     ] {
         assert!(m(synopsis).is_synopsis(), "{synopsis}");
+    }
+}
+
+/// The source files of the crate as module paths relative to `src/` (`daemon/clock.rs`), with
+/// `commands/` as one entry (the binary's subcommands, listed as a directory).
+fn source_modules() -> BTreeSet<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let name = e.file_name().into_string().unwrap();
+            let path = format!("{rel}{name}");
+            if path == "commands" {
+                out.insert("commands/".into());
+            } else if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &format!("{path}/"), out);
+            } else if name.ends_with(".rs") && name != "mod.rs" && path != "lib.rs" {
+                out.insert(path);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        "",
+        &mut out,
+    );
+    out
+}
+
+/// The modules docs/architecture.md's "Modules" table names (first column, in backticks).
+fn architecture_modules() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .unwrap();
+    let section = text
+        .split("\n## Modules\n")
+        .nth(1)
+        .expect("architecture.md has a Modules section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut out = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or("");
+        for name in first.split('`').skip(1).step_by(2) {
+            out.insert(name.to_string());
+        }
+    }
+    out
+}
+
+/// The modules a module doc's list names: `` - [`name`] `` bullets.
+fn doc_bullets(file: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! - [`"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `pub mod NAME;` declarations of a module file.
+fn declared(file: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';').to_string())
+        .collect()
+}
+
+/// Docs that describe the layout are checked against it: every source file is in
+/// docs/architecture.md's module table and every name there exists; lib.rs's Layout lists every
+/// top-level module and daemon/mod.rs every daemon module, and nothing that is not there.
+#[test]
+fn module_lists_match_the_source() {
+    let source = source_modules();
+    let documented = architecture_modules();
+    let missing: Vec<_> = source.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&source).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/architecture.md's Modules table: missing {missing:?}, names no file {stale:?}"
+    );
+    for (file, doc) in [
+        ("src/lib.rs", "src/lib.rs"),
+        ("src/daemon/mod.rs", "src/daemon/mod.rs"),
+    ] {
+        let (decl, listed) = (declared(file), doc_bullets(doc));
+        assert_eq!(
+            decl, listed,
+            "{file}: the modules it declares and those its docs list differ"
+        );
     }
 }
