@@ -7,51 +7,29 @@
 //!
 //! # Layout
 //!
-//! Library (this crate):
+//! A workspace of three packages; the boundary that matters is a crate boundary, so the
+//! compiler keeps it (docs/architecture.md, "Crates"):
+//!
+//! - `elhaz-core` (`crates/elhaz-core`) — what the CLI's hot path runs through: protocol,
+//!   blocking codec and client, paths, filesystem safety, config schema and store. No tokio,
+//!   no hyper, no AWS crate (checked over `cargo metadata` by `tests/it/layout.rs`).
+//! - `elhaz-daemon` (`crates/elhaz-daemon`) — the engine, STS, IAM Identity Center, the
+//!   server and its lifecycle, logging, the keyring, the in-process broker.
+//! - this package — the `elhaz` binary (`src/main.rs`, `commands/`: one function per
+//!   subcommand, the only place that uses `anyhow` and prints) and this library:
 //!
 //! - [`cli`] — the command-line types (clap derive) and the hot path's argument fast path; in
 //!   the library so that tests parse documented commands with the real `Cli`.
-//! - [`paths`] — every filesystem location, and `ELHAZ_HOME` / `ELHAZ_SOCKET`.
-//! - [`fsafe`] — filesystem safety: ssh-style owner/mode checks of every directory and config
-//!   file, `O_NOFOLLOW` opens, private dirs and atomic writes.
-//! - [`protocol`] — wire types shared by CLI and daemon, `PROTOCOL_VERSION`, error codes.
-//! - [`codec`] — length-delimited JSON framing with a hard size cap (async and blocking).
-//! - [`config`] — session config and `elhaz.toml` schema, validation, the atomic store.
-//! - [`client`] — connect, call, autostart; blocking `std` only (the hot path).
-//! - [`daemon`] — server (accept, peer check, limits), one handler per request, lifecycle
-//!   (lock, stale socket, socket mode, detach, signals), and the credential engine
-//!   (`daemon::sessions`: bounded LRU, single-flight fetches, background refresh-ahead).
-//! - [`sts`] — the `Fetch` trait and its AWS STS implementation: sources, AssumeRole,
-//!   GetSessionToken, web identity, MFA sessions, error classification.
-//! - [`sso`] — IAM Identity Center: OIDC tokens, the AWS CLI's token cache, role credentials.
-//! - [`credentials`] — secret types (redacting, zeroizing) and RFC 3339 formatting.
-//! - [`keyring`] — long-term keys in the OS keyring.
-//! - [`ecs`] — the ECS container credentials endpoint (`exec --ecs`, `serve ecs`); std only.
-//! - [`import`] — converting Python elhaz YAML configs (`config import-elhaz`).
-//! - [`logging`] — the daemon's rotated log files.
-//! - [`error`] — the library's `thiserror` type and its mapping to wire error codes.
 //!
-//! Binary (`src/main.rs`): `commands/` has one function per
-//! subcommand and is the only place that uses `anyhow` and prints.
+//! The modules of both crates are re-exported here under one path (`elhaz::protocol`,
+//! `elhaz::daemon`, …) for the commands and the integration tests.
 
 // clap turns doc comments into `--help` text, so an item without one (a flattened field, a
 // subcommand enum) stays undocumented on purpose rather than changing the help.
 #[allow(missing_docs)]
 pub mod cli;
-pub mod client;
-pub mod codec;
-pub mod config;
-pub mod credentials;
-pub mod daemon;
-pub mod ecs;
-pub mod error;
-pub mod fsafe;
-pub mod import;
-pub mod keyring;
-pub mod logging;
-pub mod paths;
-pub mod protocol;
-pub mod sso;
-pub mod sts;
 
-pub use error::Error;
+pub use elhaz_core::{
+    Error, client, config, credentials, ecs, error, fsafe, import, paths, protocol, selfref,
+};
+pub use elhaz_daemon::{codec, daemon, keyring, logging, sso, sts};

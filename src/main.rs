@@ -9,6 +9,9 @@ mod commands;
 use elhaz::cli;
 
 fn main() -> ExitCode {
+    // `ELHAZ_NO_DAEMON=1` runs the daemon's handlers in this process; the client (elhaz-core)
+    // reaches them only through this registration, a function pointer stored once.
+    elhaz::client::set_in_process_broker(elhaz_daemon::daemon::broker::new);
     // The hot paths (`credential-process NAME`, `exec NAME -- CMD…`) skip clap: building the
     // full command tree is a quarter of credential-process's instructions.
     let cli = match cli::fast_path(std::env::args_os()) {

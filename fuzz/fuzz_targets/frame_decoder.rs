@@ -1,5 +1,7 @@
-//! Feeds arbitrary bytes to the daemon's frame decoder and request parser, as a hostile
-//! client would. Run with `cargo fuzz run frame_decoder` (nightly); CI keeps it building.
+//! Feeds arbitrary bytes to the daemon's frame decoder and request decoder, as a hostile
+//! client would: the async codec the server reads with, then `protocol::decode_request`, the
+//! one function the server decodes every request frame with. Run with `cargo fuzz run
+//! frame_decoder` (nightly); CI keeps it building.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,8 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut codec = elhaz::codec::codec();
     while let Ok(Some(frame)) = codec.decode(&mut buf) {
         assert!(frame.len() <= elhaz::protocol::MAX_FRAME_LEN);
-        let _ = elhaz::codec::from_payload::<elhaz::protocol::Probe>(&frame);
-        let _ = elhaz::codec::from_payload::<elhaz::protocol::RequestFrame>(&frame);
+        let _ = elhaz::protocol::decode_request(&frame);
     }
     let _ = elhaz::codec::read_frame(&mut &data[..]);
 });

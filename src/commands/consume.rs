@@ -95,7 +95,7 @@ const MFA_LOCK_WAIT: Duration = Duration::from_secs(300);
 /// Takes the per-device MFA lock, waiting (bounded) while another CLI holds it.
 fn lock_mfa_device(paths: &Paths, serial: &str) -> Result<std::fs::File> {
     use std::hash::{Hash, Hasher};
-    elhaz::paths::ensure_private_dir(&paths.run_dir)?;
+    elhaz::fsafe::ensure_private_dir(&paths.run_dir)?;
     let clean: String = serial
         .chars()
         .map(|c| {
@@ -586,7 +586,7 @@ fn refreshing_config(
     if let Some(r) = &region {
         text.push_str(&format!("region = {r}\n"));
     }
-    elhaz::paths::ensure_private_dir(&paths.run_dir)?;
+    elhaz::fsafe::ensure_private_dir(&paths.run_dir)?;
     elhaz::fsafe::remove_stale_aws_configs(&paths.run_dir);
     let file = elhaz::fsafe::generated_aws_config(&paths.run_dir, name, std::process::id());
     config::atomic_write(&file, text.as_bytes())?;

@@ -49,7 +49,7 @@ pub(crate) fn read_index(paths: &Paths) -> Vec<String> {
 
 pub(crate) fn write_index(paths: &Paths, names: &[String]) -> Result<()> {
     if let Some(dir) = paths.keyring_index.parent() {
-        elhaz::paths::create_dir_mode(dir, 0o700)?;
+        elhaz::fsafe::create_dir_mode(dir, 0o700)?;
     }
     let mut text = names.join("\n");
     text.push('\n');

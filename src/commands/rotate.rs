@@ -33,6 +33,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_config::BehaviorVersion;
 use elhaz::credentials::LongTermKeys;
 use elhaz::paths::Paths;
+use elhaz::sts::ToSdk;
 use secrecy::SecretString;
 
 /// How often the new key is tried against STS while waiting for it.

@@ -84,7 +84,7 @@ fn cache_file(t: &Target) -> Result<std::path::PathBuf> {
 fn login_lock(paths: &Paths, t: &Target) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
     use sha1::Digest;
-    elhaz::paths::ensure_private_dir(&paths.run_dir)?;
+    elhaz::fsafe::ensure_private_dir(&paths.run_dir)?;
     let file = paths.run_dir.join(format!(
         "sso-{}.lock",
         hex::encode(sha1::Sha1::digest(t.start_url.as_bytes()))

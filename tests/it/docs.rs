@@ -10,7 +10,7 @@
 //! - Synopses (`[OPTIONAL]`, `A|B`, `<X>`, `…`, UPPERCASE placeholders) are not commands: they
 //!   are printed, not run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
@@ -336,9 +336,10 @@ fn invocation_extraction() {
     }
 }
 
-/// The source files of the crate as module paths relative to `src/` (`daemon/clock.rs`), with
-/// `commands/` as one entry (the binary's subcommands, listed as a directory).
-fn source_modules() -> BTreeSet<String> {
+/// The source files under `dir` (relative to the repo), as paths relative to it
+/// (`daemon/clock.rs`), with `commands/` as one entry (the binary's subcommands, listed as a
+/// directory).
+fn source_modules(dir: &str) -> BTreeSet<String> {
     fn walk(dir: &Path, rel: &str, out: &mut BTreeSet<String>) {
         for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
             let name = e.file_name().into_string().unwrap();
@@ -347,22 +348,23 @@ fn source_modules() -> BTreeSet<String> {
                 out.insert("commands/".into());
             } else if e.file_type().unwrap().is_dir() {
                 walk(&e.path(), &format!("{path}/"), out);
-            } else if name.ends_with(".rs") && name != "mod.rs" && path != "lib.rs" {
+            } else if name.ends_with(".rs") && name != "mod.rs" {
                 out.insert(path);
             }
         }
     }
     let mut out = BTreeSet::new();
     walk(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
         "",
         &mut out,
     );
     out
 }
 
-/// The modules docs/architecture.md's "Modules" table names (first column, in backticks).
-fn architecture_modules() -> BTreeSet<String> {
+/// docs/architecture.md's "Modules" tables: for each `### `DIR` …` heading, the names in the
+/// first column of its table (in backticks).
+fn architecture_modules() -> BTreeMap<String, BTreeSet<String>> {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
             .unwrap();
@@ -371,11 +373,18 @@ fn architecture_modules() -> BTreeSet<String> {
         .nth(1)
         .expect("architecture.md has a Modules section");
     let section = section.split("\n## ").next().unwrap_or(section);
-    let mut out = BTreeSet::new();
-    for row in section.lines().filter(|l| l.starts_with("| `")) {
-        let first = row.split('|').nth(1).unwrap_or("");
-        for name in first.split('`').skip(1).step_by(2) {
-            out.insert(name.to_string());
+    let mut out = BTreeMap::new();
+    for sub in section.split("\n### ").skip(1) {
+        let dir = sub
+            .split('`')
+            .nth(1)
+            .expect("each Modules subsection names its directory in backticks");
+        let names = out.entry(dir.to_string()).or_insert_with(BTreeSet::new);
+        for row in sub.lines().filter(|l| l.starts_with("| `")) {
+            let first = row.split('|').nth(1).unwrap_or("");
+            for name in first.split('`').skip(1).step_by(2) {
+                names.insert(name.to_string());
+            }
         }
     }
     out
@@ -402,24 +411,40 @@ fn declared(file: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Docs that describe the layout are checked against it: every source file is in
-/// docs/architecture.md's module table and every name there exists; lib.rs's Layout lists every
-/// top-level module and daemon/mod.rs every daemon module, and nothing that is not there.
+/// The source directory of each package of the workspace.
+const CRATE_SOURCES: &[&str] = &["src/", "crates/elhaz-core/src/", "crates/elhaz-daemon/src/"];
+
+/// Docs that describe the layout are checked against it: docs/architecture.md has one module
+/// table per crate, naming every source file and nothing else; each crate's `lib.rs` Layout and
+/// `daemon/mod.rs` list exactly the modules they declare.
 #[test]
 fn module_lists_match_the_source() {
-    let source = source_modules();
     let documented = architecture_modules();
-    let missing: Vec<_> = source.difference(&documented).collect();
-    let stale: Vec<_> = documented.difference(&source).collect();
-    assert!(
-        missing.is_empty() && stale.is_empty(),
-        "docs/architecture.md's Modules table: missing {missing:?}, names no file {stale:?}"
+    assert_eq!(
+        documented
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        CRATE_SOURCES.iter().copied().collect::<BTreeSet<_>>(),
+        "docs/architecture.md's Modules section has one table per crate source directory"
     );
-    for (file, doc) in [
-        ("src/lib.rs", "src/lib.rs"),
-        ("src/daemon/mod.rs", "src/daemon/mod.rs"),
+    for dir in CRATE_SOURCES {
+        let source = source_modules(dir);
+        let listed = &documented[*dir];
+        let missing: Vec<_> = source.difference(listed).collect();
+        let stale: Vec<_> = listed.difference(&source).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/architecture.md's table for {dir}: missing {missing:?}, names no file {stale:?}"
+        );
+    }
+    for file in [
+        "src/lib.rs",
+        "crates/elhaz-core/src/lib.rs",
+        "crates/elhaz-daemon/src/lib.rs",
+        "crates/elhaz-daemon/src/daemon/mod.rs",
     ] {
-        let (decl, listed) = (declared(file), doc_bullets(doc));
+        let (decl, listed) = (declared(file), doc_bullets(file));
         assert_eq!(
             decl, listed,
             "{file}: the modules it declares and those its docs list differ"

@@ -27,6 +27,7 @@ mod hardening_input;
 mod hardening_isolation;
 mod hardening_load;
 mod in_process;
+mod layout;
 mod lifecycle;
 mod moto;
 mod ops;

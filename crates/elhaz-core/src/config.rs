@@ -1077,8 +1077,7 @@ pub enum SsoTokenCache {
     Memory,
 }
 
-/// Default socket of a shared daemon (discovered by the CLI when no personal daemon runs).
-pub const DEFAULT_SHARED_SOCKET: &str = "/run/elhaz/elhaz.sock";
+pub use crate::paths::DEFAULT_SHARED_SOCKET;
 /// Default mode of a shared daemon's socket.
 pub const DEFAULT_SHARED_SOCKET_MODE: u32 = 0o660;
 /// Default mode of a shared daemon's socket directory (when the daemon creates it).
@@ -1427,7 +1426,7 @@ impl Store {
     fn lock(&self) -> Result<std::fs::File, Error> {
         // Writes go only into a directory nobody else can swap or plant files in.
         crate::fsafe::check_dir_chain(&self.dir)?;
-        crate::paths::create_dir_mode(&self.dir, 0o700)?;
+        crate::fsafe::create_dir_mode(&self.dir, 0o700)?;
         let path = self.dir.join(".lock");
         let f = open_private(&path)?;
         f.lock()

@@ -339,7 +339,7 @@ pub struct LogOptions {
 pub fn init_daemon(log_dir: &Path, opts: LogOptions) -> Result<Guards, Error> {
     // The appender opens its files by name: no symlinked `logs/`, no planted link inside it.
     crate::fsafe::check_log_dir(log_dir)?;
-    crate::paths::create_dir_mode(log_dir, 0o700)?;
+    crate::fsafe::create_dir_mode(log_dir, 0o700)?;
     // The default queue preallocates 128,000 lines (megabytes of idle RSS); a daemon that
     // logs a few lines a minute needs far less, and a burst beyond it is dropped, not blocked on.
     let (main, main_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()

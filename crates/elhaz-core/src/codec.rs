@@ -1,26 +1,17 @@
 //! Framing: a 4-byte big-endian length prefix followed by that many bytes of JSON.
 //!
-//! The daemon uses tokio-util's `LengthDelimitedCodec` (the same layout) with
-//! [`MAX_FRAME_LEN`] as its cap: a header announcing more is refused as soon as its four bytes
-//! arrive, so an oversized frame is never buffered. The CLI side is plain blocking `std` I/O —
-//! the credential-process hot path builds no async runtime — and enforces the same cap.
+//! This is the blocking side (the CLI: plain `std` I/O — the credential-process hot path builds
+//! no async runtime). The daemon's async codec (`elhaz_daemon::codec::codec`, tokio-util's
+//! `LengthDelimitedCodec`) has the same layout and the same [`MAX_FRAME_LEN`] cap; a test there
+//! checks that the two agree byte for byte. A header announcing more than the cap is refused as
+//! soon as its four bytes arrive, so an oversized frame is never buffered.
 
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::protocol::MAX_FRAME_LEN;
-
-/// The daemon-side codec: 4-byte big-endian length, [`MAX_FRAME_LEN`] cap.
-pub fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .big_endian()
-        .max_frame_length(MAX_FRAME_LEN)
-        .new_codec()
-}
 
 /// Serializes a frame's JSON payload.
 pub fn to_payload<T: Serialize>(value: &T) -> Vec<u8> {
@@ -75,36 +66,12 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes_compat::*;
-
-    // tokio-util re-exports `bytes`; keep its use local to the tests.
-    mod bytes_compat {
-        pub use tokio_util::bytes::BytesMut;
-        pub use tokio_util::codec::{Decoder, Encoder};
-    }
-
-    #[test]
-    fn sync_and_async_framing_agree() {
-        let mut wire = Vec::new();
-        write_frame(&mut wire, br#"{"a":1}"#).unwrap();
-        let mut buf = BytesMut::from(&wire[..]);
-        let frame = codec().decode(&mut buf).unwrap().unwrap();
-        assert_eq!(&frame[..], br#"{"a":1}"#);
-
-        let mut out = BytesMut::new();
-        codec()
-            .encode(tokio_util::bytes::Bytes::from_static(b"xyz"), &mut out)
-            .unwrap();
-        assert_eq!(read_frame(&mut &out[..]).unwrap(), b"xyz");
-    }
 
     #[test]
     fn oversized_header_is_refused_without_reading_body() {
         let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         let err = read_frame(&mut &header[..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let mut buf = BytesMut::from(&header[..]);
-        assert!(codec().decode(&mut buf).is_err());
         let big = vec![b'x'; MAX_FRAME_LEN + 1];
         assert!(write_frame(&mut Vec::new(), &big).is_err());
     }
@@ -112,21 +79,9 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
-        /// Arbitrary bytes never panic the decoder: every outcome is a frame, "need more",
-        /// or an error — and a decoded frame never exceeds the cap.
+        /// Arbitrary bytes never panic the blocking reader.
         #[test]
-        fn decoder_survives_arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
-            let mut buf = BytesMut::from(&bytes[..]);
-            let mut c = codec();
-            for _ in 0..64 {
-                match c.decode(&mut buf) {
-                    Ok(Some(frame)) => {
-                        proptest::prop_assert!(frame.len() <= MAX_FRAME_LEN);
-                        let _ = from_payload::<crate::protocol::RequestFrame>(&frame);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
+        fn reader_survives_arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let _ = read_frame(&mut &bytes[..]);
         }
 

@@ -15,19 +15,22 @@
 //! - [`tokens`] holds the delegates' token hashes (`--require-token --token-file`).
 //! - [`scheduler`] shapes the daemon's own STS calls (re-warm, refresh-ahead): a rate per
 //!   endpoint, earliest deadline first, slower on throttling.
-//! - [`selfref`] knows what elhaz puts into an environment, so the daemon scrubs it from its own
-//!   and refuses a profile that would call elhaz back.
+//! - [`broker`] is the in-process broker (`ELHAZ_NO_DAEMON=1`): this state and these handlers
+//!   inside the CLI's process.
 
+pub mod broker;
 pub mod clock;
 pub mod handler;
 pub mod lifecycle;
 pub mod policy;
 pub mod scheduler;
-pub mod selfref;
 pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod tokens;
 
+// Lives in elhaz-core (the CLI scrubs the same variables when it spawns a daemon); kept at its
+// old path for the daemon's code.
+pub use crate::selfref;
 pub use server::run;
 pub use state::State;

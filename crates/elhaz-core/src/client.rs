@@ -7,23 +7,27 @@
 //! is its own start-up error, shown to the user verbatim.
 //!
 //! `ELHAZ_NO_DAEMON=1` swaps the socket for an in-process broker (a runtime and the daemon's
-//! own handler) for debugging; `ELHAZ_AUTOSTART=0` turns autostart off.
+//! own handler) for debugging; `ELHAZ_AUTOSTART=0` turns autostart off. This crate knows the
+//! broker only as the [`LocalBroker`] trait: the daemon crate implements it and the binary
+//! registers its constructor ([`set_in_process_broker`]), so the hot path cannot reach tokio or
+//! the AWS SDK even by accident — `elhaz-core` does not depend on them.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::error::Error;
-use crate::paths::Paths;
+use crate::paths::{Paths, lock_is_held, read_pid};
 use crate::protocol::{
     ErrorCode, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response, StartReport,
     WireError,
 };
 
+/// Environment variable set by the CLI when it spawns a daemon that must detach.
+pub const ENV_DETACH: &str = "ELHAZ_DAEMON_DETACH";
 /// Environment variable: `0` disables autostart.
 pub const ENV_AUTOSTART: &str = "ELHAZ_AUTOSTART";
 /// Environment variable: `1` runs the broker in-process instead of using the daemon.
@@ -128,12 +132,25 @@ impl std::fmt::Display for Served {
 
 enum Transport {
     Socket(UnixStream),
-    InProcess(Box<InProcess>),
+    InProcess(Box<dyn LocalBroker>),
 }
 
-struct InProcess {
-    runtime: tokio::runtime::Runtime,
-    state: Arc<crate::daemon::State>,
+/// A request handler in this process instead of a daemon behind a socket
+/// (`ELHAZ_NO_DAEMON=1`): the daemon crate's handlers on a runtime of their own.
+pub trait LocalBroker: Send {
+    /// Handles one request as the daemon would for its owner.
+    fn call(&mut self, request: Request) -> Result<Response, WireError>;
+}
+
+/// Builds the in-process broker for `ELHAZ_NO_DAEMON=1`.
+pub type BrokerFactory = fn(&Paths) -> Result<Box<dyn LocalBroker>, Error>;
+
+static IN_PROCESS_BROKER: std::sync::OnceLock<BrokerFactory> = std::sync::OnceLock::new();
+
+/// Registers how to build the in-process broker (the binary does, at start-up, with the daemon
+/// crate's). Later registrations are ignored.
+pub fn set_in_process_broker(factory: BrokerFactory) {
+    let _ = IN_PROCESS_BROKER.set(factory);
 }
 
 /// The uid of the process at the other end of `stream`, from the kernel.
@@ -241,32 +258,15 @@ impl Client {
         &self.served
     }
 
-    /// An in-process broker over the same handlers the daemon runs.
+    /// The in-process broker registered with [`set_in_process_broker`] (`ELHAZ_NO_DAEMON=1`).
     pub fn in_process(paths: &Paths) -> Result<Client, Error> {
-        use crate::config::{Settings, Store};
-        use crate::daemon::sessions::Sessions;
-        use crate::daemon::state::{Options, State};
-        let settings = Settings::load(&paths.settings_file)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("cannot start the async runtime", e))?;
-        let _ = crate::keyring::init();
-        let fetcher = crate::sts::LazySts::new();
-        let sessions = Sessions::new(
-            Store::new(paths.configs_dir.clone()),
-            settings.capacity(),
-            Arc::new(fetcher),
-            Duration::from_secs(settings.refresh_window()),
-        );
-        let state = Arc::new(State::new(
-            paths.clone(),
-            settings,
-            Options::default(),
-            sessions,
-        )?);
+        let factory = IN_PROCESS_BROKER.get().ok_or_else(|| {
+            Error::NotRunning(format!(
+                "{ENV_NO_DAEMON}=1, but this program has no in-process broker"
+            ))
+        })?;
         Ok(Client {
-            transport: Transport::InProcess(Box::new(InProcess { runtime, state })),
+            transport: Transport::InProcess(factory(paths)?),
             next_id: 1,
             served: Served::InProcess,
             token: None,
@@ -278,17 +278,7 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         match &mut self.transport {
-            Transport::InProcess(p) => {
-                let peer = crate::daemon::handler::Peer::new(
-                    p.state.uid,
-                    Some(std::process::id() as i32),
-                    crate::daemon::policy::Access::Owner,
-                );
-                let state = p.state.clone();
-                p.runtime
-                    .block_on(crate::daemon::handler::handle(&state, peer, request))
-                    .map_err(Error::Remote)
-            }
+            Transport::InProcess(broker) => broker.call(request).map_err(Error::Remote),
             Transport::Socket(stream) => {
                 let frame = RequestFrame {
                     protocol: PROTOCOL_VERSION,
@@ -608,7 +598,7 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
     let vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    for k in crate::daemon::selfref::to_scrub(
+    for k in crate::selfref::to_scrub(
         vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         &paths.run_dir,
     ) {
@@ -616,7 +606,7 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
     }
     cmd.args(["daemon", "start", "--foreground"])
         .args(extra)
-        .env(crate::daemon::lifecycle::ENV_DETACH, "1")
+        .env(ENV_DETACH, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(writer);
@@ -646,7 +636,7 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
         // Readiness is a bare connect, not a request: a `--once` daemon must keep its one
         // request for the caller.
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            let pid = || crate::daemon::lifecycle::read_pid(paths).unwrap_or(0);
+            let pid = || read_pid(paths).unwrap_or(0);
             return Ok(match report {
                 Some(StartReport::AlreadyRunning { pid: p }) => {
                     Started::Already(p.unwrap_or_else(pid))
@@ -657,7 +647,7 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
                 None => Started::New(pid()),
             });
         }
-        if !crate::daemon::lifecycle::lock_is_held(paths) || Instant::now() >= deadline {
+        if !lock_is_held(paths) || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

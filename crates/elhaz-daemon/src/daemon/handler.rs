@@ -363,18 +363,7 @@ async fn whoami(
         .map(Response::Identity)
 }
 
-/// The reply for a frame whose protocol version is not ours.
-pub fn protocol_mismatch(peer_protocol: u32) -> WireError {
-    let mut e = WireError::new(
-        ErrorCode::ProtocolMismatch,
-        format!(
-            "daemon speaks protocol {PROTOCOL_VERSION}, this client speaks {peer_protocol}: run \
-             `elhaz daemon stop` (the next command starts a matching daemon)"
-        ),
-    );
-    e.protocol = Some(PROTOCOL_VERSION);
-    e
-}
+pub use crate::protocol::protocol_mismatch;
 
 #[cfg(test)]
 mod tests {

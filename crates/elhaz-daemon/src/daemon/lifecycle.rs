@@ -50,11 +50,11 @@ use crate::config::{self, Settings, Store};
 use crate::daemon::sessions::Sessions;
 use crate::daemon::state::{Options, State};
 use crate::error::Error;
-use crate::paths::{self, Paths};
+use crate::paths::Paths;
 use crate::protocol::StartReport;
 
-/// Environment variable set by the CLI when it spawns a daemon that must detach.
-pub const ENV_DETACH: &str = "ELHAZ_DAEMON_DETACH";
+pub use crate::client::ENV_DETACH;
+pub use crate::paths::{lock_is_held, read_pid};
 
 /// Holds the single-instance lock for the daemon's lifetime.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ pub struct InstanceLock {
 
 /// Takes the single-instance lock, or reports who holds it.
 pub fn acquire_lock(paths: &Paths) -> Result<InstanceLock, Error> {
-    paths::ensure_private_dir(&paths.run_dir)?;
+    crate::fsafe::ensure_private_dir(&paths.run_dir)?;
     let file = config::open_private(&paths.lock_file)?;
     match file.try_lock() {
         Ok(()) => Ok(InstanceLock { _file: file }),
@@ -76,21 +76,6 @@ pub fn acquire_lock(paths: &Paths) -> Result<InstanceLock, Error> {
             e,
         )),
     }
-}
-
-/// Whether some daemon holds the lock of `paths.run_dir` right now.
-pub fn lock_is_held(paths: &Paths) -> bool {
-    let Ok(file) = std::fs::File::open(&paths.lock_file) else {
-        return false;
-    };
-    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
-}
-
-/// The pid recorded in the pid file.
-pub fn read_pid(paths: &Paths) -> Option<u32> {
-    std::fs::read_to_string(&paths.pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Removes a stale socket: only a socket, and only if nothing answers on it.
@@ -128,7 +113,7 @@ pub fn remove_stale_socket(socket: &Path) -> Result<(), Error> {
 /// Binds `socket` so that it is created with mode 0600 (umask 177 during `bind`).
 pub fn bind_private(socket: &Path) -> Result<UnixListener, Error> {
     if let Some(dir) = socket.parent() {
-        paths::create_dir_mode(dir, 0o700)?;
+        crate::fsafe::create_dir_mode(dir, 0o700)?;
     }
     let old = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(socket);
@@ -180,7 +165,7 @@ pub fn bind_shared(
     crate::fsafe::check_dir_chain(dir)?;
     let created = !dir.exists();
     if created {
-        paths::create_dir_mode(dir, dir_mode)?;
+        crate::fsafe::create_dir_mode(dir, dir_mode)?;
     }
     let dir_fd = nix::fcntl::open(
         dir,
@@ -433,7 +418,7 @@ pub fn record_warm(state: &State) {
         return;
     }
     if let Some(dir) = state.paths.warm_file.parent() {
-        let _ = paths::create_dir_mode(dir, 0o700);
+        let _ = crate::fsafe::create_dir_mode(dir, 0o700);
     }
     let mut text = names.join("\n");
     text.push('\n');

@@ -522,6 +522,65 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// A frame the daemon will not serve: the error to answer with, under the request's `id` (0
+/// when the frame did not even carry one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The id to answer under.
+    pub id: u64,
+    /// The typed error.
+    pub error: WireError,
+}
+
+/// Decodes one request frame exactly as the daemon does; the server and the fuzz target call
+/// this one function, so what is fuzzed is what is served.
+///
+/// 1. [`Probe`] first (`protocol` and `id` only), so a peer speaking another protocol version
+///    always gets a typed `protocol_mismatch` rather than a parse error.
+/// 2. The whole [`RequestFrame`].
+/// 3. Its `op` must have been a JSON string: serde also reads an integer as an enum's variant
+///    *index*, so `"op":2` would otherwise parse as `stop`.
+pub fn decode_request(bytes: &[u8]) -> Result<RequestFrame, Rejected> {
+    #[derive(Deserialize)]
+    struct Op {
+        op: serde_json::Value,
+    }
+    let bad = |id, message: String| Rejected {
+        id,
+        error: WireError::new(ErrorCode::BadRequest, message),
+    };
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| bad(0, format!("malformed frame: {e}")))?;
+    if probe.protocol != PROTOCOL_VERSION {
+        return Err(Rejected {
+            id: probe.id,
+            error: protocol_mismatch(probe.protocol),
+        });
+    }
+    let frame: RequestFrame = serde_json::from_slice(bytes)
+        .map_err(|e| bad(probe.id, format!("malformed request: {e}")))?;
+    if !serde_json::from_slice::<Op>(bytes).is_ok_and(|o| o.op.is_string()) {
+        return Err(bad(
+            probe.id,
+            "malformed request: `op` must be a string".into(),
+        ));
+    }
+    Ok(frame)
+}
+
+/// The error a peer speaking `peer_protocol` gets: it names both versions and the way out.
+pub fn protocol_mismatch(peer_protocol: u32) -> WireError {
+    let mut e = WireError::new(
+        ErrorCode::ProtocolMismatch,
+        format!(
+            "daemon speaks protocol {PROTOCOL_VERSION}, this client speaks {peer_protocol}: run \
+             `elhaz daemon stop` (the next command starts a matching daemon)"
+        ),
+    );
+    e.protocol = Some(PROTOCOL_VERSION);
+    e
+}
+
 /// The line a detached daemon writes to its start-up pipe (its stderr, which the spawning CLI
 /// reads until EOF) once it knows how the start ended: [`START_REPORT_PREFIX`] followed by a
 /// JSON [`StartReport`]. Anything else on the pipe is the daemon's error text, shown as is. The
@@ -576,6 +635,19 @@ impl StartReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_request_checks_protocol_then_op_then_frame() {
+        let ok = format!(r#"{{"protocol":{PROTOCOL_VERSION},"id":7,"op":"ping"}}"#);
+        assert_eq!(decode_request(ok.as_bytes()).unwrap().id, 7);
+        let old = decode_request(br#"{"protocol":1,"id":3,"op":"ping"}"#).unwrap_err();
+        assert_eq!((old.id, old.error.code), (3, ErrorCode::ProtocolMismatch));
+        let int_op = format!(r#"{{"protocol":{PROTOCOL_VERSION},"id":4,"op":2}}"#);
+        let e = decode_request(int_op.as_bytes()).unwrap_err();
+        assert_eq!((e.id, e.error.code), (4, ErrorCode::BadRequest));
+        let e = decode_request(b"not json").unwrap_err();
+        assert_eq!((e.id, e.error.code), (0, ErrorCode::BadRequest));
+    }
 
     #[test]
     fn start_reports_round_trip_and_leave_the_error_text() {

@@ -11,7 +11,7 @@
 //! so single-instance still holds per run dir).
 //!
 //! Nothing here creates anything: creation, with its modes, and the ssh-style ownership checks
-//! live in [`crate::fsafe`] (re-exported here for the callers that know them by this path).
+//! live in [`crate::fsafe`], which builds on this module (never the other way round).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-pub use crate::fsafe::{create_dir_mode, ensure_private_dir};
+/// The shared daemon's default socket (`[shared] socket` overrides it).
+pub const DEFAULT_SHARED_SOCKET: &str = "/run/elhaz/elhaz.sock";
 
 /// Environment variable that relocates every path under one directory.
 pub const ENV_HOME: &str = "ELHAZ_HOME";
@@ -105,7 +106,7 @@ impl Paths {
             pid_file: run_dir.join("elhaz.pid"),
             warm_file: home.join("logs").join("warm-sessions"),
             keyring_index: home.join("keyring-entries"),
-            shared_socket: PathBuf::from(crate::config::DEFAULT_SHARED_SOCKET),
+            shared_socket: PathBuf::from(DEFAULT_SHARED_SOCKET),
             socket_explicit: false,
             log_dir: home.join("logs"),
             run_dir,
@@ -133,7 +134,7 @@ impl Paths {
             pid_file: run_dir.join("elhaz.pid"),
             warm_file: state.join("warm-sessions"),
             keyring_index: config.join("keyring-entries"),
-            shared_socket: PathBuf::from(crate::config::DEFAULT_SHARED_SOCKET),
+            shared_socket: PathBuf::from(DEFAULT_SHARED_SOCKET),
             socket_explicit: false,
             log_dir: state.join("logs"),
             run_dir,
@@ -151,6 +152,21 @@ fn absolute(p: &Path) -> Result<PathBuf, Error> {
         context: format!("cannot resolve path {}", p.display()),
         source,
     })
+}
+
+/// Whether some daemon holds the lock of `paths.run_dir` right now.
+pub fn lock_is_held(paths: &Paths) -> bool {
+    let Ok(file) = std::fs::File::open(&paths.lock_file) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// The pid recorded in the pid file.
+pub fn read_pid(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(&paths.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -58,8 +58,8 @@ use crate::daemon::State;
 use crate::daemon::handler::{self, Peer};
 use crate::daemon::policy::ConnGuard;
 use crate::protocol::{
-    ErrorCode, MAX_FRAME_LEN, Outcome, PROTOCOL_VERSION, Probe, ReplyFrame, RequestFrame, Response,
-    SessionInfo, WireError,
+    ErrorCode, MAX_FRAME_LEN, Outcome, PROTOCOL_VERSION, ReplyFrame, Response, SessionInfo,
+    WireError,
 };
 
 /// Longest time a client may take to send one complete frame.
@@ -575,45 +575,9 @@ struct After {
 }
 
 async fn handle_frame(state: &Arc<State>, peer: Peer, bytes: &[u8]) -> (Vec<Bytes>, After) {
-    let probe: Probe = match codec::from_payload(bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                vec![error_reply(
-                    0,
-                    WireError::new(ErrorCode::BadRequest, format!("malformed frame: {e}")),
-                )],
-                After::default(),
-            );
-        }
-    };
-    if probe.protocol != PROTOCOL_VERSION {
-        return (
-            vec![error_reply(
-                probe.id,
-                handler::protocol_mismatch(probe.protocol),
-            )],
-            After::default(),
-        );
-    }
-    let frame: RequestFrame = match codec::from_payload(bytes) {
-        Ok(f) if op_is_named(bytes) => f,
-        Ok(_) => {
-            let err = WireError::new(
-                ErrorCode::BadRequest,
-                "malformed request: `op` must be a string",
-            );
-            return (vec![error_reply(probe.id, err)], After::default());
-        }
-        Err(e) => {
-            return (
-                vec![error_reply(
-                    probe.id,
-                    WireError::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
-                )],
-                After::default(),
-            );
-        }
+    let frame = match crate::protocol::decode_request(bytes) {
+        Ok(f) => f,
+        Err(r) => return (vec![error_reply(r.id, r.error)], After::default()),
     };
     state.touch();
     let op = frame.request.op();
@@ -705,16 +669,6 @@ fn split_sessions(id: u64, sessions: Vec<SessionInfo>) -> Vec<Bytes> {
     }
     frames.push(Bytes::from(frame(chunk, false)));
     frames
-}
-
-/// Whether the frame names its op with a string. serde also reads an integer as an enum's
-/// variant *index*, so `"op":2` would otherwise parse as `stop`.
-fn op_is_named(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Op {
-        op: serde_json::Value,
-    }
-    codec::from_payload::<Op>(bytes).is_ok_and(|o| o.op.is_string())
 }
 
 fn error_reply(id: u64, err: WireError) -> Bytes {

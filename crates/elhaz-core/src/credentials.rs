@@ -37,17 +37,6 @@ impl Credentials {
             region,
         }
     }
-
-    /// As an SDK credentials value (for chaining and whoami).
-    pub fn to_sdk(&self) -> aws_credential_types::Credentials {
-        aws_credential_types::Credentials::new(
-            self.access_key_id.clone(),
-            self.secret_access_key.expose_secret().to_string(),
-            Some(self.session_token.expose_secret().to_string()),
-            Some(self.expiration),
-            "elhaz",
-        )
-    }
 }
 
 /// Long-term access keys read once from the OS keyring.
@@ -57,19 +46,6 @@ pub struct LongTermKeys {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: SecretString,
-}
-
-impl LongTermKeys {
-    /// As an SDK credentials value.
-    pub fn to_sdk(&self) -> aws_credential_types::Credentials {
-        aws_credential_types::Credentials::new(
-            self.access_key_id.clone(),
-            self.secret_access_key.expose_secret().to_string(),
-            None,
-            None,
-            "elhaz-keyring",
-        )
-    }
 }
 
 /// RFC 3339 in UTC with a trailing `Z`, whole seconds — the spelling every SDK accepts.

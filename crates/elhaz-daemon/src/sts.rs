@@ -56,6 +56,37 @@ use crate::credentials::{Credentials, LongTermKeys, account_of_arn};
 use crate::error::display_chain;
 use crate::protocol::{ErrorCode, Identity, WireError};
 
+/// Our credential types as SDK credentials values (for chaining, whoami and the IAM client).
+/// An extension trait because `elhaz-core`, which owns the types, depends on no AWS crate.
+pub trait ToSdk {
+    /// The SDK's credentials value (secrets copied into the SDK's own zeroizing type).
+    fn to_sdk(&self) -> aws_credential_types::Credentials;
+}
+
+impl ToSdk for Credentials {
+    fn to_sdk(&self) -> aws_credential_types::Credentials {
+        aws_credential_types::Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.expose_secret().to_string(),
+            Some(self.session_token.expose_secret().to_string()),
+            Some(self.expiration),
+            "elhaz",
+        )
+    }
+}
+
+impl ToSdk for LongTermKeys {
+    fn to_sdk(&self) -> aws_credential_types::Credentials {
+        aws_credential_types::Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.expose_secret().to_string(),
+            None,
+            None,
+            "elhaz-keyring",
+        )
+    }
+}
+
 /// A boxed future, so [`Fetch`] can be used as a trait object.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
