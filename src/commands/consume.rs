@@ -561,10 +561,7 @@ fn refreshing_config(
     name: &str,
     region: Option<&str>,
 ) -> Result<std::path::PathBuf> {
-    let user_file = std::env::var_os("AWS_CONFIG_FILE")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| directories::BaseDirs::new().map(|b| b.home_dir().join(".aws/config")));
+    let user_file = super::aws_config::file().ok();
     let user_text = user_file
         .as_ref()
         .and_then(|f| std::fs::read_to_string(f).ok())
@@ -576,12 +573,12 @@ fn refreshing_config(
         .unwrap_or_else(|_| "default".into());
     let region = region
         .map(str::to_string)
-        .or_else(|| super::setup::profile_value(&user_text, &current, "region"));
-    let mut text = strip_secret_keys(&user_text);
+        .or_else(|| super::aws_config::profile_value(&user_text, &current, "region"));
+    let mut text = super::aws_config::strip_secret_keys(&user_text);
     text.push_str(&format!(
         "\n[profile {}]\n{}\n",
         profile_name(name),
-        super::setup::credential_process_line(name)?
+        super::aws_config::credential_process_line(name)?
     ));
     if let Some(r) = &region {
         text.push_str(&format!("region = {r}\n"));
@@ -591,47 +588,6 @@ fn refreshing_config(
     let file = elhaz::fsafe::generated_aws_config(&paths.run_dir, name, std::process::id());
     config::atomic_write(&file, text.as_bytes())?;
     Ok(file)
-}
-
-/// Keys that hold secrets (or pair with one) in an AWS config file.
-const SECRET_KEYS: &[&str] = &[
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_session_token",
-    "aws_security_token",
-];
-
-/// An AWS config text without its secret keys, read the way botocore's `configparser` reads
-/// it: the key is everything before the first `=` *or* `:`, trimmed, case-insensitive; an
-/// indented (or blank) line after it continues its value and goes with it. Comment lines go
-/// too (a commented-out key is still a secret).
-fn strip_secret_keys(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut dropping = false;
-    for line in text.lines() {
-        let trimmed = line.trim();
-        let indented = line.starts_with([' ', '\t']);
-        if dropping && (trimmed.is_empty() || indented) {
-            continue;
-        }
-        dropping = false;
-        if trimmed.starts_with(['#', ';']) {
-            continue;
-        }
-        let key = trimmed
-            .split(['=', ':'])
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if trimmed.contains(['=', ':']) && SECRET_KEYS.contains(&key.as_str()) {
-            dropping = true;
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
@@ -677,23 +633,6 @@ pub fn whoami(paths: &Paths, name: &NameArg, json: bool) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_keys_are_stripped_in_every_form_botocore_reads() {
-        let text = "[default]\nregion = eu-west-1\naws_access_key_id=AKIA1\n\
-                    AWS_Secret_Access_Key : S1\n\taws_session_token:T1\n\
-                    aws_security_token  =\n    T2\n\n    T3\noutput = json\n\
-                    # aws_secret_access_key = S2\n[profile x]\ns3 =\n  max_concurrent_requests = 2\n";
-        let out = strip_secret_keys(text);
-        for secret in ["AKIA1", "S1", "T1", "T2", "T3", "S2"] {
-            assert!(!out.contains(secret), "{secret} in {out:?}");
-        }
-        assert_eq!(
-            out,
-            "[default]\nregion = eu-west-1\noutput = json\n[profile x]\ns3 =\n  \
-             max_concurrent_requests = 2\n"
-        );
-    }
 
     #[test]
     fn quoting_round_trips_through_sh() {

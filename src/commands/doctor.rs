@@ -19,6 +19,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
+
+use super::aws_config;
 use elhaz::config::{self, Settings, Store};
 use elhaz::paths::Paths;
 use elhaz::protocol::{ErrorCode, PROTOCOL_VERSION, Request, Response, StatusInfo};
@@ -595,121 +597,6 @@ fn check_keyring(r: &mut Report, users: &[String]) {
     }
 }
 
-/// `$AWS_CONFIG_FILE`, else `~/.aws/config`.
-fn aws_config_file() -> Option<PathBuf> {
-    if let Some(f) = std::env::var_os("AWS_CONFIG_FILE").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(f));
-    }
-    directories::BaseDirs::new().map(|b| b.home_dir().join(".aws").join("config"))
-}
-
-/// A profile's `credential_process` line and the other keys of its stanza.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ProfileProcess {
-    profile: String,
-    line: usize,
-    command: String,
-    other_keys: Vec<String>,
-}
-
-/// Profile header of an AWS config line: `[profile NAME]` or `[default]`; `Some(None)` for any
-/// other section.
-fn section_of(line: &str) -> Option<Option<String>> {
-    let t = line.trim();
-    let inner = t.strip_prefix('[')?.split(']').next()?.trim();
-    Some(match inner.strip_prefix("profile") {
-        Some(rest) if rest.starts_with(char::is_whitespace) => Some(rest.trim().to_string()),
-        _ => (inner == "default").then(|| inner.to_string()),
-    })
-}
-
-/// Every `credential_process` of the config text, per profile.
-fn credential_processes(text: &str) -> Vec<ProfileProcess> {
-    let mut out: Vec<ProfileProcess> = Vec::new();
-    let mut current: Option<String> = None;
-    let mut keys: Vec<(String, String)> = Vec::new(); // (profile, key)
-    for (i, l) in text.lines().enumerate() {
-        if let Some(section) = section_of(l) {
-            current = section;
-            continue;
-        }
-        let t = l.trim_start();
-        if t.starts_with('#') || t.starts_with(';') || l.starts_with([' ', '\t']) {
-            continue;
-        }
-        let (Some(profile), Some((k, v))) = (&current, t.split_once('=')) else {
-            continue;
-        };
-        let k = k.trim().to_ascii_lowercase();
-        if k == "credential_process" {
-            out.push(ProfileProcess {
-                profile: profile.clone(),
-                line: i + 1,
-                command: v.trim().to_string(),
-                other_keys: Vec::new(),
-            });
-        } else {
-            keys.push((profile.clone(), k));
-        }
-    }
-    for p in &mut out {
-        p.other_keys = keys
-            .iter()
-            .filter(|(prof, _)| *prof == p.profile)
-            .map(|(_, k)| k.clone())
-            .collect();
-    }
-    out
-}
-
-/// The session an elhaz command line asks for: `Ok(Some(name))`, `Ok(None)` when it names
-/// none, `Err` when it does not fetch credentials at all.
-fn session_of(args: &[String]) -> Result<Option<String>, String> {
-    let sub = args.iter().position(|a| !a.starts_with('-'));
-    let Some(sub) = sub else {
-        return Err("it runs no elhaz subcommand".into());
-    };
-    match args[sub].as_str() {
-        "credential-process" => {}
-        "export" => {
-            let fmt = args
-                .windows(2)
-                .find_map(|w| matches!(w[0].as_str(), "-f" | "--format").then(|| w[1].clone()));
-            let fmt = fmt.or_else(|| {
-                args.iter()
-                    .find_map(|a| a.strip_prefix("--format=").map(str::to_string))
-            });
-            if fmt.as_deref() != Some("credential-process") {
-                return Err("it runs `elhaz export` without `--format credential-process`".into());
-            }
-        }
-        other => {
-            return Err(format!(
-                "`elhaz {other}` does not print credential_process JSON"
-            ));
-        }
-    }
-    let mut it = args[sub + 1..].iter();
-    let mut positional = None;
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-n" | "--name" => return Ok(it.next().cloned()),
-            "-f" | "--format" => {
-                it.next();
-            }
-            a if a.starts_with("--name=") => return Ok(Some(a["--name=".len()..].to_string())),
-            a if a.starts_with("-n") && a.len() > 2 => return Ok(Some(a[2..].to_string())),
-            a if a.starts_with('-') => {}
-            a => {
-                if positional.is_none() {
-                    positional = Some(a.to_string());
-                }
-            }
-        }
-    }
-    Ok(positional)
-}
-
 /// The value of `-n NAME` / `--name NAME` / `--name=NAME` anywhere in a command line.
 fn name_flag(argv: &[String]) -> Option<String> {
     argv.iter().enumerate().find_map(|(i, a)| match a.as_str() {
@@ -748,7 +635,7 @@ fn is_python_script(p: &Path) -> bool {
 }
 
 fn check_aws_profiles(r: &mut Report, paths: &Paths) {
-    let Some(file) = aws_config_file() else {
+    let Ok(file) = aws_config::file() else {
         r.ok("aws profiles", "no home directory, so no AWS config file");
         return;
     };
@@ -773,7 +660,7 @@ fn check_aws_profiles(r: &mut Report, paths: &Paths) {
     let store = Store::new(paths.configs_dir.clone());
     let custom = config::env_custom_endpoint();
     let mut found = 0;
-    for p in credential_processes(&text) {
+    for p in aws_config::credential_processes(&text) {
         let Ok(argv) = elhaz::import::shlex_split(&p.command) else {
             continue;
         };
@@ -799,7 +686,7 @@ fn check_aws_profiles(r: &mut Report, paths: &Paths) {
                 p.profile
             )
         };
-        let session = session_of(&argv[1..]);
+        let session = aws_config::requested_session(&argv[1..]);
         let fix_name = session
             .clone()
             .ok()
@@ -890,14 +777,7 @@ fn check_aws_profiles(r: &mut Report, paths: &Paths) {
                     .other_keys
                     .iter()
                     .map(String::as_str)
-                    .filter(|k| {
-                        matches!(
-                            *k,
-                            "aws_access_key_id" | "aws_secret_access_key" | "aws_session_token"
-                                | "role_arn" | "source_profile" | "credential_source"
-                                | "sso_session" | "sso_start_url" | "web_identity_token_file"
-                        )
-                    })
+                    .filter(|k| aws_config::CONFLICTING_KEYS.contains(k))
                     .collect();
                 if conflicts.is_empty() {
                     r.ok(label, format!("{} → session {name}", bin.display()));
@@ -1024,43 +904,7 @@ mod tests {
     }
 
     #[test]
-    fn finds_credential_process_per_profile() {
-        let text = "[default]\nregion = x\n[profile dev]\n# credential_process = old\ncredential_process = /bin/elhaz credential-process dev\nrole_arn = r\n[sso-session s]\ncredential_process = nope\n[profile b]\n  credential_process = nested\ncredential_process=elhaz export -n b -f credential-process\n";
-        let found = credential_processes(text);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0].profile, "dev");
-        assert_eq!(found[0].line, 5);
-        assert_eq!(found[0].command, "/bin/elhaz credential-process dev");
-        assert_eq!(found[0].other_keys, vec!["role_arn".to_string()]);
-        assert_eq!(found[1].profile, "b");
-    }
-
-    #[test]
-    fn session_names_in_command_lines() {
-        assert_eq!(
-            session_of(&v(&["credential-process", "dev"])),
-            Ok(Some("dev".into()))
-        );
-        assert_eq!(
-            session_of(&v(&["credential-process", "--name", "dev"])),
-            Ok(Some("dev".into()))
-        );
-        assert_eq!(
-            session_of(&v(&["credential-process", "--name=dev"])),
-            Ok(Some("dev".into()))
-        );
-        assert_eq!(session_of(&v(&["credential-process"])), Ok(None));
-        assert_eq!(
-            session_of(&v(&["export", "-n", "prod", "-f", "credential-process"])),
-            Ok(Some("prod".into()))
-        );
-        assert_eq!(
-            session_of(&v(&["export", "-f", "credential-process", "prod"])),
-            Ok(Some("prod".into()))
-        );
-        assert!(session_of(&v(&["export", "prod"])).is_err());
-        assert!(session_of(&v(&["whoami", "prod"])).is_err());
-        assert!(session_of(&v(&[])).is_err());
+    fn name_flags_in_python_command_lines() {
         assert_eq!(
             name_flag(&v(&["python3", "-m", "elhaz.cli", "export", "-n", "dev"])),
             Some("dev".into())

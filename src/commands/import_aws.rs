@@ -18,49 +18,13 @@ use anyhow::{Context, Result, anyhow};
 use elhaz::config::{self, MfaConfig, RoleConfig, SessionConfig, Settings, SsoConfig, Store};
 use elhaz::paths::Paths;
 
-/// One `[section]` of an INI file: its header name and its keys, in order.
-#[derive(Debug, Clone, Default)]
-struct Section {
-    kind: String,
-    name: String,
-    keys: BTreeMap<String, String>,
-}
-
-/// The AWS config's `[profile NAME]`, `[default]` and `[sso-session NAME]` sections.
-fn parse_ini(text: &str) -> Vec<Section> {
-    let mut out: Vec<Section> = Vec::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
-            continue;
-        }
-        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            let h = h.trim();
-            let (kind, name) = match h.split_once(char::is_whitespace) {
-                Some((k, n)) => (k.to_string(), n.trim().to_string()),
-                None => ("profile".to_string(), h.to_string()),
-            };
-            out.push(Section {
-                kind,
-                name,
-                keys: BTreeMap::new(),
-            });
-        } else if let (Some(s), Some((k, v))) = (out.last_mut(), t.split_once('=')) {
-            s.keys.insert(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    out
-}
+use super::aws_config::{self, Section};
 
 fn aws_config_file(path: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = path {
-        return Ok(p.to_path_buf());
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => aws_config::file(),
     }
-    if let Some(p) = std::env::var_os("AWS_CONFIG_FILE").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?;
-    Ok(PathBuf::from(home).join(".aws/config"))
 }
 
 /// Converts one profile, or says why not.
@@ -163,7 +127,7 @@ pub fn run(
     let file = aws_config_file(path)?;
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let sections = parse_ini(&text);
+    let sections = aws_config::sections(&text);
 
     // [sso-session NAME] → [sso_sessions.NAME] of elhaz.toml (appended when missing).
     let settings = Settings::load(&paths.settings_file)?;
@@ -280,56 +244,14 @@ pub fn run(
         written.len()
     );
     if rewrite && !written.is_empty() {
-        let backup = PathBuf::from(format!("{}.elhaz-backup", file.display()));
-        std::fs::copy(&file, &backup).with_context(|| {
-            format!("cannot back up {} to {}", file.display(), backup.display())
-        })?;
-        let exe = std::env::current_exe().context("cannot locate the elhaz binary")?;
-        let out = rewritten(&text, &written, &exe);
-        std::fs::write(&file, out).with_context(|| format!("cannot write {}", file.display()))?;
+        let out = aws_config::rewire_profiles(&text, &written)?;
+        let backup = aws_config::replace(&file, Some(&text), &out, ".elhaz-backup")?;
         println!(
             "rewrote {} profile(s) in {} to use elhaz (backup: {})",
             written.len(),
             file.display(),
-            backup.display()
+            backup.map(|b| b.display().to_string()).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The AWS config with each of `names`' profile bodies replaced by a `credential_process`
-/// line (its `region` kept); everything else byte for byte.
-fn rewritten(text: &str, names: &[String], exe: &Path) -> String {
-    let mut out = String::new();
-    let mut in_converted = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            let h = h.trim();
-            let name = h.strip_prefix("profile").map_or(h, str::trim);
-            in_converted =
-                (h.starts_with("profile ") || h == "default") && names.iter().any(|n| n == name);
-            out.push_str(line);
-            out.push('\n');
-            if in_converted {
-                out.push_str(&format!(
-                    "credential_process = {} credential-process {name}\n",
-                    exe.display()
-                ));
-            }
-            continue;
-        }
-        if in_converted {
-            if let Some((k, _)) = t.split_once('=')
-                && k.trim() == "region"
-            {
-                out.push_str(line);
-                out.push('\n');
-            }
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }

@@ -8,6 +8,7 @@ use elhaz::paths::Paths;
 
 use elhaz::cli::{Cli, Command, ConfigCmd, DaemonCmd, SetupCmd};
 
+mod aws_config;
 mod config;
 mod console;
 mod consume;

@@ -602,8 +602,8 @@ fn config_import_aws_converts_reports_and_rewrites() {
     assert_contains(
         &after,
         &[
-            "credential-process sso-p",
-            "credential-process role-p",
+            "credential-process -- sso-p",
+            "credential-process -- role-p",
             "[profile keys]\naws_access_key_id",
         ],
     );
