@@ -102,6 +102,14 @@ pub trait Fetch: Send + Sync + std::fmt::Debug + 'static {
     fn mfa_expiration(&self, _config: &SessionConfig) -> Option<SystemTime> {
         None
     }
+    /// The IAM Identity Center state, for the `sso_*` requests (`None`: this fetcher has
+    /// none, as in the engine's unit tests).
+    fn sso(&self) -> BoxFuture<Option<Arc<crate::sso::Sso>>> {
+        Box::pin(async { None })
+    }
+    /// The engine dropped session `name` (removed, evicted, replaced): per-session state
+    /// kept for it elsewhere (the SSO renewer's users) lets go.
+    fn session_retired(&self, _name: &str) {}
     /// GetFederationToken with the session's long-term keys (`elhaz console` for an IAM-user
     /// session), lasting `duration_s`.
     fn federation_token(
@@ -1167,6 +1175,18 @@ impl Fetch for LazySts {
         self.cell.get()?.mfa_expiration(config)
     }
 
+    fn sso(&self) -> BoxFuture<Option<Arc<crate::sso::Sso>>> {
+        let cell = self.cell.clone();
+        Box::pin(async move { Some(cell.get_or_init(StsFetcher::load).await.inner.sso.clone()) })
+    }
+
+    fn session_retired(&self, name: &str) {
+        // Nothing to tell an engine that was never loaded.
+        if let Some(f) = self.cell.get() {
+            f.session_retired(name);
+        }
+    }
+
     fn federation_token(
         &self,
         req: FetchRequest,
@@ -1232,6 +1252,15 @@ impl Fetch for LazySts {
 }
 
 impl Fetch for StsFetcher {
+    fn sso(&self) -> BoxFuture<Option<Arc<crate::sso::Sso>>> {
+        let sso = self.inner.sso.clone();
+        Box::pin(async move { Some(sso) })
+    }
+
+    fn session_retired(&self, name: &str) {
+        self.inner.sso.session_retired(name);
+    }
+
     fn federation_token(
         &self,
         req: FetchRequest,

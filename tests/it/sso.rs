@@ -612,3 +612,172 @@ fn config_import_aws_converts_reports_and_rewrites() {
         "{after}"
     );
 }
+
+/// Every file under the test's `~/.aws/sso` (none may appear in memory-only mode).
+fn sso_cache_files(env: &TestEnv) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![env.scratch("userhome/.aws/sso")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn sso_status_json(env: &TestEnv) -> Value {
+    serde_json::from_slice(&env.run_ok(&["sso", "status", "--json"]).stdout).unwrap()
+}
+
+/// `sso_token_cache = "memory"`: `sso login` hands the token to the daemon over its socket;
+/// nothing is written under ~/.aws/sso at any point (after the login, the fetches, a
+/// background renewal, the logout); sessions work and renew silently; `status` and `logout`
+/// go through the daemon (logout ends the portal session with the daemon's token); a daemon
+/// restart needs a new login.
+#[test]
+fn sso_memory_mode_hands_the_token_to_the_daemon() {
+    let (env, fake) = sso_env();
+    env.write_settings(&format!(
+        "sso_token_cache = \"memory\"\n\n[sso_sessions.corp]\nstart_url = \"{}\"\nregion = \"eu-west-1\"\n",
+        fake.start_url()
+    ));
+    add_sso(&env, "a", "123456789012", "A");
+    add_sso(&env, "b", "123456789012", "B");
+    let no_cache = |when: &str| {
+        let files = sso_cache_files(&env);
+        assert!(files.is_empty(), "{when}: token cache written: {files:?}");
+    };
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], false, "{st}");
+    assert_eq!(st[0]["token_cache"], "memory", "{st}");
+
+    fake.set_token_lifetime(9);
+    let said = device_login(&env, &fake, &["corp"]);
+    assert_contains(&said, &["logged in", "daemon's memory", "renewed silently"]);
+    no_cache("after the login");
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], true, "{st}");
+    assert_eq!(st[0]["refresh_token"], true, "{st}");
+    assert!(st[0]["cache_file"].is_null(), "{st}");
+
+    let v = cp(&env, "a");
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-A")
+    );
+    no_cache("after a fetch");
+
+    // Background renewal with the refresh token, no request, and still nothing on disk.
+    let refreshed = fake.grants("refresh_token");
+    assert!(
+        wait_until(LIMIT, || fake.grants("refresh_token") > refreshed),
+        "the access token was not renewed in the background\n{}",
+        daemon_log(&env)
+    );
+    no_cache("after a background renewal");
+    // The first access token has expired by now (9 s); b's first fetch uses the renewed one.
+    std::thread::sleep(Duration::from_millis(500));
+    let v = cp(&env, "b");
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-B")
+    );
+    assert_eq!(fake.count("/device_authorization"), 1, "no new login");
+    no_cache("after the renewal and a fetch");
+
+    // Logout: the daemon ends the portal session with its token and drops it.
+    let out = stdout(&env.run_ok(&["sso", "logout", "corp"]));
+    assert_contains(&out, &["logged out", "dropped 2 session(s)"]);
+    assert_eq!(fake.count("/logout"), 1);
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], false, "{st}");
+    let mut cmd = env.cmd(&["credential-process", "a"]);
+    let (_, out, took) = run_limited(&mut cmd, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A new login, then a daemon restart: the token is gone with the daemon.
+    fake.set_token_lifetime(3600);
+    device_login(&env, &fake, &["corp"]);
+    cp(&env, "a");
+    env.run_ok(&["daemon", "stop"]);
+    let mut cmd = env.cmd(&["credential-process", "a"]);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    assert!(
+        !out.status.success(),
+        "served after a restart without a login"
+    );
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    no_cache("at the end");
+
+    // The daemon's log never saw a token (the fake's tokens are `access-N` / `refresh-N`).
+    let log = daemon_log(&env);
+    for needle in ["access-", "refresh-", "secret-client"] {
+        assert!(!log.contains(needle), "{needle} in the daemon log:\n{log}");
+    }
+}
+
+/// The `sso_*` requests are the owner's: a delegate token (even an unscoped one) can neither
+/// hand over, read nor drop a login; the owner can.
+#[test]
+fn sso_requests_are_refused_to_delegates() {
+    let (env, fake) = sso_env();
+    const TOKEN: &str = "unscoped-delegate-token-fedcba9876543210";
+    let file = env.scratch("tokens");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    chmod(&file, 0o600);
+    let _d =
+        env.start_daemon_foreground(&["--require-token", "--token-file", file.to_str().unwrap()]);
+    let target = format!(
+        r#"{{"sso_session":"corp","start_url":"{}","region":"eu-west-1"}}"#,
+        fake.start_url()
+    );
+    let login = format!(
+        r#""op":"sso_login","sso":{target},"sso_token":{{"access_token":"handed-over-secret","expires_at":"2099-01-01T00:00:00Z"}}"#
+    );
+    let logout = format!(r#""op":"sso_logout","sso":{target},"portal_logout":true"#);
+    let mut c = env.raw();
+    for (id, op) in [
+        (1, login.as_str()),
+        (2, r#""op":"sso_status""#),
+        (3, logout.as_str()),
+    ] {
+        let reply = c.request(&format!(
+            r#"{{"protocol":{},"id":{id},"token":"{TOKEN}",{op}}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ));
+        assert_error_reply(&reply, "permission_denied", id);
+    }
+    // Nothing was handed over: the owner's status shows no login.
+    let reply = c.request(&format!(
+        r#"{{"protocol":{},"id":4,"op":"sso_status"}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(reply["ok"]["logins"], serde_json::json!([]), "{reply}");
+    // The owner may hand one over; the log shows the start URL, never the token.
+    let reply = c.request(&format!(
+        r#"{{"protocol":{},"id":5,{login}}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(reply["ok"]["kind"], "sso_logged_in", "{reply}");
+    let reply = c.request(&format!(
+        r#"{{"protocol":{},"id":6,"op":"sso_status"}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(
+        reply["ok"]["logins"][0]["expires_at"],
+        "2099-01-01T00:00:00Z"
+    );
+    assert!(!reply.to_string().contains("handed-over-secret"), "{reply}");
+    assert!(env.wait_for_log("handed over"));
+    assert!(!env.log_text().contains("handed-over-secret"));
+}
