@@ -1229,12 +1229,29 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> Result<Str
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let mut buf = vec![0u8; 8192];
-        let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => continue,
+        // The whole request head, not just the first read: a browser may send the request
+        // line and the headers in separate segments, and answering (and closing) before the
+        // rest has arrived makes the kernel reset the connection under the browser, which
+        // then sees a broken pipe instead of our page. Bounded: 8 KiB and 5 s.
+        let mut buf = Vec::with_capacity(1024);
+        let read_head = async {
+            let mut chunk = [0u8; 1024];
+            while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok::<(), std::io::Error>(())
         };
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), read_head).await,
+            Ok(Ok(()))
+        ) {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
         let target = head
             .split_whitespace()
             .nth(1)
@@ -1246,6 +1263,7 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> Result<Str
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 )
                 .await;
+            let _ = sock.shutdown().await;
             continue;
         };
         let params: HashMap<String, String> = query
@@ -1288,6 +1306,8 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> Result<Str
             body.len()
         );
         let _ = sock.write_all(reply.as_bytes()).await;
+        // FIN after the page (not a reset): the browser reads it whole.
+        let _ = sock.shutdown().await;
         return result;
     }
 }
