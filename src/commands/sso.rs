@@ -83,7 +83,7 @@ fn cache_file(t: &Target) -> Result<std::path::PathBuf> {
 }
 
 /// Takes the per-start-URL login lock (held while the guard lives).
-fn login_lock(paths: &Paths, t: &Target) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn login_lock(paths: &Paths, t: &Target) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
     use sha1::Digest;
     elhaz::paths::ensure_private_dir(&paths.run_dir)?;
@@ -175,9 +175,20 @@ pub(crate) fn login_to(
     plan: &LoginPlan,
     say: &mut (dyn FnMut(&str) + Send),
 ) -> Result<LoginOutcome> {
+    let _lock = login_lock(paths, t)?;
+    login_locked(paths, settings, t, plan, say)
+}
+
+/// [`login_to`] for a caller that already holds [`login_lock`].
+pub(crate) fn login_locked(
+    paths: &Paths,
+    settings: &Settings,
+    t: &Target,
+    plan: &LoginPlan,
+    say: &mut (dyn FnMut(&str) + Send),
+) -> Result<LoginOutcome> {
     let disk = disk(settings);
     let file = if disk { Some(cache_file(t)?) } else { None };
-    let _lock = login_lock(paths, t)?;
     if !plan.force {
         let held = match &file {
             Some(f) => sso::read_cache(f)

@@ -334,7 +334,7 @@ fn sso_access_token_renewed_in_background_then_login_required() {
     // The refresh token is revoked: the next renewal fails; a new session fails fast with
     // the hint, and the daemon reports login_required.
     fake.revoke_all();
-    let mut cmd = env.cmd(&["credential-process", "b"]);
+    let mut cmd = detached(&env, &["credential-process", "b"]);
     let (_, out, took) = run_limited(&mut cmd, LIMIT);
     assert!(!out.status.success());
     assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
@@ -348,7 +348,7 @@ fn sso_access_token_renewed_in_background_then_login_required() {
     // Later requests fail at once, with no call to the OIDC service or the portal.
     let calls = (fake.count("/token"), fake.count("/federation/credentials"));
     std::thread::sleep(Duration::from_millis(2100)); // past the engine's 2 s negative cache
-    let mut cmd = env.cmd(&["credential-process", "b"]);
+    let mut cmd = detached(&env, &["credential-process", "b"]);
     let (_, out, _) = run_limited(&mut cmd, LIMIT);
     assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
     assert_eq!(
@@ -699,7 +699,7 @@ fn sso_memory_mode_hands_the_token_to_the_daemon() {
     assert_eq!(fake.count("/logout"), 1);
     let st = sso_status_json(&env);
     assert_eq!(st[0]["logged_in"], false, "{st}");
-    let mut cmd = env.cmd(&["credential-process", "a"]);
+    let mut cmd = detached(&env, &["credential-process", "a"]);
     let (_, out, took) = run_limited(&mut cmd, LIMIT);
     assert!(!out.status.success());
     assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
@@ -710,7 +710,7 @@ fn sso_memory_mode_hands_the_token_to_the_daemon() {
     device_login(&env, &fake, &["corp"]);
     cp(&env, "a");
     env.run_ok(&["daemon", "stop"]);
-    let mut cmd = env.cmd(&["credential-process", "a"]);
+    let mut cmd = detached(&env, &["credential-process", "a"]);
     let (_, out, _) = run_limited(&mut cmd, LIMIT);
     assert!(
         !out.status.success(),
@@ -780,4 +780,149 @@ fn sso_requests_are_refused_to_delegates() {
     assert!(!reply.to_string().contains("handed-over-secret"), "{reply}");
     assert!(env.wait_for_log("handed over"));
     assert!(!env.log_text().contains("handed-over-secret"));
+}
+
+/// `elhaz ARGS…` with no controlling terminal (`setsid`): a non-interactive consumer, as
+/// under an SDK's `credential_process`.
+fn detached(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = env.command("setsid");
+    cmd.arg(BIN).args(args);
+    cmd
+}
+
+/// `sh -c SHELL_CMD` on a fresh pseudo-terminal (util-linux `script`), which becomes its
+/// controlling terminal: an interactive CLI. `answer` is typed on it.
+fn on_a_tty(env: &TestEnv, shell_cmd: &str, answer: &str) -> std::process::Child {
+    let mut cmd = env.command("script");
+    cmd.args(["-qfec", shell_cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("util-linux `script` runs");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    // Kept open (an EOF on script's stdin may end the session early); closed with the child.
+    std::mem::forget(stdin);
+    child
+}
+
+/// An env in state `login_required` for sessions `b` and `c`: logged in, `a` fetched (so the
+/// daemon holds the token), then every token revoked by the "administrator"; `b` and `c` hold
+/// no credentials yet. The device flow is forced (no display) and the
+/// headless user approves every new device code.
+fn login_required_env() -> (TestEnv, FakeSso) {
+    let (env, fake) = sso_env();
+    for v in ["DISPLAY", "WAYLAND_DISPLAY", "BROWSER"] {
+        env.set_env(v, "");
+    }
+    add_sso(&env, "a", "123456789012", "A");
+    add_sso(&env, "b", "123456789012", "B");
+    add_sso(&env, "c", "123456789012", "C");
+    device_login(&env, &fake, &["corp"]);
+    cp(&env, "a");
+    fake.revoke_all();
+    fake.auto_approve(true);
+    // Non-interactive: fails fast with the hint, offers nothing.
+    let mut cmd = detached(&env, &["credential-process", "b"]);
+    let (_, out, took) = run_limited(&mut cmd, LIMIT);
+    assert!(!out.status.success(), "served with revoked tokens");
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert!(!stderr(&out).contains("[Y/n]"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(fake.count("/device_authorization"), 1);
+    (env, fake)
+}
+
+/// An interactive `credential-process` (stdout captured as an SDK would, a terminal to ask on)
+/// in state `login_required` offers the login on the terminal, runs it (device code: no
+/// display) and serves the retried fetch.
+#[test]
+fn sso_interactive_consumer_offers_the_login() {
+    let (env, fake) = login_required_env();
+    let out_file = env.scratch("cp.json");
+    let child = on_a_tty(
+        &env,
+        &format!("{BIN} credential-process b > {}", out_file.display()),
+        "y\n",
+    );
+    let out = wait_output(child, LIMIT);
+    let tty = stdout(&out);
+    assert!(out.status.success(), "{tty}{}", stderr(&out));
+    assert_contains(
+        &tty,
+        &["log in to corp now? [Y/n]", "ABCD-", "logged in to"],
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-B"),
+        "{v}"
+    );
+    assert_eq!(fake.count("/device_authorization"), 2, "one new login");
+    // Every session of the start URL is back, with no further login.
+    cp(&env, "c");
+    assert_eq!(fake.count("/device_authorization"), 2);
+
+    // "n" declines: the error stands.
+    fake.revoke_all();
+    env.run_ok(&["daemon", "remove", "c"]);
+    let child = on_a_tty(&env, &format!("{BIN} credential-process c"), "n\n");
+    let out = wait_output(child, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(&stdout(&out), &["[Y/n]", "run `elhaz sso login corp`"]);
+    assert_eq!(
+        fake.count("/device_authorization"),
+        2,
+        "declined, yet logged in"
+    );
+}
+
+/// Two interactive commands for one start URL at once (`exec` and `credential-process`, as
+/// after a laptop wakes): one device authorization; the second waits for the first's login
+/// and is served by it.
+#[test]
+fn sso_two_interactive_consumers_one_login() {
+    let (env, fake) = login_required_env();
+    // The user approves only once the first login's device code is out, so the second
+    // command certainly meets the first one's login under way.
+    fake.auto_approve(false);
+    let a = on_a_tty(
+        &env,
+        &format!("{BIN} exec b -- sh -c 'echo KEY=$AWS_ACCESS_KEY_ID'"),
+        "y\n",
+    );
+    let b = on_a_tty(&env, &format!("{BIN} credential-process c"), "y\n");
+    assert!(
+        wait_until(LIMIT, || fake.devices() > 1),
+        "no login was started"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    fake.approve_pending();
+    let (a, b) = (wait_output(a, LIMIT), wait_output(b, LIMIT));
+    assert!(a.status.success(), "exec: {}{}", stdout(&a), stderr(&a));
+    assert!(
+        b.status.success(),
+        "credential-process: {}{}",
+        stdout(&b),
+        stderr(&b)
+    );
+    assert_contains(&stdout(&a), &["KEY=ASIASSO"]);
+    let both = format!("{}{}", stdout(&a), stdout(&b));
+    assert_eq!(
+        both.matches("[Y/n]").count(),
+        1,
+        "one offer, the other command waited for it:\n{both}"
+    );
+    assert_contains(&both, &["is running; waiting for it"]);
+    assert_contains(&stdout(&b), &["AccessKeyId"]);
+    assert_eq!(
+        fake.count("/device_authorization"),
+        2,
+        "more than one login for one start URL\n--- a ---\n{}\n--- b ---\n{}",
+        stdout(&a),
+        stdout(&b)
+    );
 }
