@@ -150,6 +150,28 @@ pub fn federation_policy(session: &str) -> (String, &'static str) {
     )
 }
 
+/// The credentials of `base` when they are temporary (a session token and an expiry), as a
+/// fetch result; `None` for long-term keys (or credentials that cannot be resolved now).
+async fn temporary(base: &SharedCredentialsProvider, note: Option<String>) -> Option<Fetched> {
+    let c = base.provide_credentials().await.ok()?;
+    let token = c.session_token()?.to_string();
+    let expiration = c.expiry()?;
+    Some(Fetched {
+        creds: Credentials {
+            access_key_id: c.access_key_id().to_string(),
+            secret_access_key: SecretString::from(c.secret_access_key().to_string()),
+            session_token: SecretString::from(token),
+            expiration,
+            account_id: c.account_id().map(|a| a.as_str().to_string()),
+            arn: None,
+        },
+        lifetime: expiration
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+        note,
+    })
+}
+
 /// The AWS STS implementation.
 #[derive(Debug, Clone)]
 pub struct StsFetcher {
@@ -410,6 +432,16 @@ impl Inner {
             return self.sso.role_credentials(&req.name, &sso, note).await;
         }
         let base = self.base(&req).await?;
+        if cfg.role.is_none()
+            && cfg.mfa.is_none()
+            && matches!(cfg.source(), Source::Profile(_))
+            && let Some(f) = temporary(&base, note.clone()).await
+        {
+            // A profile that yields temporary credentials (an IAM Identity Center profile, a
+            // role profile): served as they are — STS refuses GetSessionToken with session
+            // credentials.
+            return Ok(f);
+        }
         let Some(role) = &cfg.role else {
             // GetSessionToken (with MFA if configured).
             let mut call = self.client.get_session_token().duration_seconds(duration);

@@ -187,6 +187,15 @@ impl FakeSso {
         n
     }
 
+    /// Expires every device code now, whatever `expiresIn` said (the next poll gets
+    /// `ExpiredTokenException`).
+    pub fn expire_device_codes(&self) {
+        let now = Instant::now();
+        for d in lock(&self.shared).devices.values_mut() {
+            d.expires = Some(now);
+        }
+    }
+
     /// Device authorizations issued so far.
     pub fn devices(&self) -> usize {
         lock(&self.shared).devices.len()

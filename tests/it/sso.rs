@@ -926,3 +926,85 @@ fn sso_two_interactive_consumers_one_login() {
         stdout(&b)
     );
 }
+
+/// The OIDC service itself says the device code expired (`expired_token`, before the expiry it
+/// announced): a clear message naming the command to run again.
+#[test]
+fn sso_device_code_expired_by_the_service() {
+    let (env, fake) = sso_env();
+    let mut cmd = env.cmd(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    assert!(
+        wait_until(LIMIT, || fake.grants("device_code") >= 1),
+        "the CLI never polled"
+    );
+    fake.expire_device_codes();
+    let out = wait_output(child, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(
+        &stderr(&out),
+        &["device code expired", "elhaz sso login corp"],
+    );
+    assert!(
+        fake.grants("device_code") >= 2,
+        "the expiry came from a poll"
+    );
+    assert!(!cache_file(&env, "corp").exists());
+}
+
+/// Two `elhaz sso login` for one start URL at once: one device authorization; the second
+/// waits for the first and finds its token.
+#[test]
+fn sso_concurrent_logins_join_one_flow() {
+    let (env, fake) = sso_env();
+    let spawn = || {
+        let mut cmd = env.cmd(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    assert!(
+        wait_until(LIMIT, || fake.devices() >= 1),
+        "no login was started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    fake.approve_pending();
+    let (a, b) = (wait_output(a, LIMIT), wait_output(b, LIMIT));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    assert_eq!(fake.count("/device_authorization"), 1);
+    let both = format!("{}{}", stderr(&a), stderr(&b));
+    assert_contains(&both, &["is running; waiting for it", "already logged in"]);
+}
+
+/// A `profile = "P"` source whose AWS profile uses an `sso_session` (the SDK's own SSO
+/// provider in the daemon) works on the token `elhaz sso login` cached.
+#[test]
+fn sso_profile_source_uses_the_cached_login() {
+    let (env, fake) = sso_env();
+    std::fs::write(
+        env.scratch("aws-config"),
+        format!(
+            "[profile ssop]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Dev\nregion = eu-west-1\n\n[sso-session corp]\nsso_start_url = {}\nsso_region = eu-west-1\nsso_registration_scopes = sso:account:access\n",
+            fake.start_url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(env.configs_dir()).unwrap();
+    std::fs::write(env.config_file("viaprofile"), "profile = \"ssop\"\n").unwrap();
+    device_login(&env, &fake, &["corp"]);
+    let v = cp(&env, "viaprofile");
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-Dev"),
+        "{v}"
+    );
+    assert_eq!(fake.count("/device_authorization"), 1);
+}
