@@ -917,8 +917,10 @@ impl Engine {
                 });
                 let held = fut.await.map_err(|e| {
                     let mut w = WireError::new(e.code, format!("source session: {}", e.message));
-                    // Keep the serial so the client can prompt for the source's device.
+                    // Keep the serial so the client can prompt for the source's device, and
+                    // the login so it can offer the source's IAM Identity Center login.
                     w.mfa_serial = e.mfa_serial;
+                    w.sso = e.sso;
                     w
                 })?;
                 Some(held.creds.clone())

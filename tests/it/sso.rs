@@ -526,6 +526,27 @@ fn sso_chained_role_starts_from_an_sso_session() {
         calls[0].access_key
     );
     assert_eq!(fake.count("/federation/credentials"), 1);
+
+    // The login revoked and both sessions dropped: the chained one is login_required too, with
+    // the base's login named (so an interactive CLI could offer it), and fails fast.
+    fake.revoke_all();
+    env.run_ok(&["daemon", "remove", "chained"]);
+    env.run_ok(&["daemon", "remove", "base"]);
+    let mut cmd = detached(&env, &["credential-process", "chained"]);
+    let (_, out, took) = run_limited(&mut cmd, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(
+        &stderr(&out),
+        &["source session", "run `elhaz sso login corp`"],
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let mut raw = env.raw();
+    let reply = raw.request(&format!(
+        r#"{{"protocol":{},"id":1,"op":"credentials","name":"chained"}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(reply["error"]["code"], "login_required", "{reply}");
+    assert_eq!(reply["error"]["sso"]["sso_session"], "corp", "{reply}");
 }
 
 #[test]
