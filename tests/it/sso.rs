@@ -730,6 +730,13 @@ fn sso_memory_mode_hands_the_token_to_the_daemon() {
     fake.set_token_lifetime(3600);
     device_login(&env, &fake, &["corp"]);
     cp(&env, "a");
+    // The daemon's token is valid: another login joins it, asking the daemon.
+    let again = env.run_ok(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
+    assert_contains(&stderr(&again), &["already logged in"]);
+    assert_eq!(fake.count("/device_authorization"), 2);
+    // populate needs the cache file: refused, saying why.
+    let e = stderr(&env.run_fail(&["sso", "populate", "corp"]));
+    assert_contains(&e, &["sso_token_cache", "memory"]);
     env.run_ok(&["daemon", "stop"]);
     let mut cmd = detached(&env, &["credential-process", "a"]);
     let (_, out, _) = run_limited(&mut cmd, LIMIT);
