@@ -152,10 +152,9 @@ fn offer_sso_login(
     let mut w = &tty;
     write!(
         w,
-        "elhaz: session {name} needs an IAM Identity Center login to {} ({}).\n\
+        "elhaz: session {name} needs a new IAM Identity Center login to {}.\n\
          elhaz: log in to {} now? [Y/n] ",
         target.start_url,
-        e.message,
         target.session_name.as_deref().unwrap_or(&target.start_url)
     )?;
     w.flush()?;

@@ -470,8 +470,8 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     }
     hostile.push(r#"{"protocol":4,"id":951,"op":"ping","op":"stop"}"#.into());
     hostile.push(r#"{"protocol":4,"id":952,"op":"stop","op":"ping"}"#.into());
-    hostile.push(r#"[3,953,"stop"]"#.into());
-    hostile.push(r#"[3,954]"#.into());
+    hostile.push(r#"[4,953,"stop"]"#.into());
+    hostile.push(r#"[4,954]"#.into());
     for h in &hostile {
         let c = Case::Frames(vec![h.as_bytes().to_vec()]);
         run_case(&socket, &c, &mut fixed);
