@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 }
 
 fn round_trip(socket: &str, name: &str) -> std::io::Result<()> {
-    let body = format!(r#"{{"protocol":3,"id":1,"op":"credentials","name":"{name}"}}"#);
+    let body = format!(r#"{{"protocol":4,"id":1,"op":"credentials","name":"{name}"}}"#);
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(body.as_bytes());
     let mut s = UnixStream::connect(socket)?;

@@ -24,7 +24,7 @@ pub fn frame(json: &str) -> Vec<u8> {
 /// Our wire request for `op` on `name`.
 pub fn ours_request(op: &str, name: &str) -> Vec<u8> {
     frame(&format!(
-        r#"{{"protocol":3,"id":1,"op":"{op}","name":"{name}"}}"#
+        r#"{{"protocol":4,"id":1,"op":"{op}","name":"{name}"}}"#
     ))
 }
 

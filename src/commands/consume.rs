@@ -62,9 +62,11 @@ pub(crate) fn fetch(paths: &Paths, name: &str) -> Result<WireCredentials> {
 fn fetch_with(paths: &Paths, c: &mut client::Client, name: &str) -> Result<WireCredentials> {
     let mut code = None;
     let mut prompted = false;
+    let mut offered_login = false;
     let mut mfa_lock: Option<std::fs::File> = None;
-    // Bounded: at most one retry after waiting for the lock and one with the code.
-    for _ in 0..4 {
+    // Bounded: at most one retry after waiting for the lock and one with the code, and one
+    // after an IAM Identity Center login.
+    for _ in 0..5 {
         let request = Request::Credentials {
             name: name.to_string(),
             mfa_code: code.take(),
@@ -83,10 +85,95 @@ fn fetch_with(paths: &Paths, c: &mut client::Client, name: &str) -> Result<WireC
                 prompted = true;
                 code = Some(prompt_mfa(name, serial)?);
             }
+            Err(elhaz::Error::Remote(e))
+                if e.code == ErrorCode::LoginRequired && e.sso.is_some() && !offered_login =>
+            {
+                offered_login = true;
+                match offer_sso_login(paths, c, name, &e)? {
+                    Offer::Served(creds) => return Ok(creds),
+                    Offer::LoggedIn => {}
+                    Offer::Declined => return Err(elhaz::Error::Remote(e).into()),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
     bail!("session {name:?} still asks for an MFA code after one was given")
+}
+
+/// What [`offer_sso_login`] came to.
+enum Offer {
+    /// Another command's login, finished while we waited for its lock, serves the request.
+    Served(WireCredentials),
+    /// We logged in: ask again.
+    LoggedIn,
+    /// No terminal to ask on, or the user said no: the `login_required` error stands.
+    Declined,
+}
+
+/// The IAM Identity Center login of a `login_required` reply, offered on the terminal — the
+/// same rule as the MFA prompt: interactive means /dev/tty opens (stdout may be an SDK's pipe,
+/// stderr swallowed by botocore). Without one the error stands at once, so a
+/// `credential_process` under an SDK fails fast with the hint.
+///
+/// One login per start URL: the offer takes the same lock as `elhaz sso login` first. A
+/// command that had to wait for it asks the daemon again before offering anything — the
+/// login it waited for serves it — so after a laptop wakes up, a burst of commands asks for
+/// one login per start URL.
+fn offer_sso_login(
+    paths: &Paths,
+    c: &mut client::Client,
+    name: &str,
+    e: &elhaz::protocol::WireError,
+) -> Result<Offer> {
+    let Some(wire) = e.sso.as_deref() else {
+        return Ok(Offer::Declined);
+    };
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
+        return Ok(Offer::Declined);
+    };
+    let settings = Settings::load(&paths.settings_file)?;
+    let target = elhaz::sso::Target::from_wire(wire, &settings).map_err(|e| anyhow!(e))?;
+    let _lock = super::sso::login_lock(paths, &target)?;
+    // A login may have finished while we waited for the lock (or just before we asked).
+    match c.call(Request::Credentials {
+        name: name.to_string(),
+        mfa_code: None,
+    }) {
+        Ok(Response::Credentials(creds)) => return Ok(Offer::Served(creds)),
+        Err(elhaz::Error::Remote(again)) if again.code == ErrorCode::LoginRequired => {}
+        // Anything else (MFA, another failure): the caller's loop deals with it.
+        Ok(_) | Err(_) => return Ok(Offer::LoggedIn),
+    }
+    let mut w = &tty;
+    write!(
+        w,
+        "elhaz: session {name} needs a new IAM Identity Center login to {}.\n\
+         elhaz: log in to {} now? [Y/n] ",
+        target.start_url,
+        target.session_name.as_deref().unwrap_or(&target.start_url)
+    )?;
+    w.flush()?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&tty).read_line(&mut answer)?;
+    let answer = answer.trim().to_ascii_lowercase();
+    if !(answer.is_empty() || answer == "y" || answer == "yes") {
+        return Ok(Offer::Declined);
+    }
+    // As `elhaz sso login` with no flags picks, except that no browser opener is run where
+    // there is no display (the device code is printed instead).
+    let display = elhaz::sso::has_display();
+    let plan = super::sso::LoginPlan::new(true, !display, !display, Duration::from_secs(600));
+    let mut say = |line: &str| {
+        let mut w = &tty;
+        let _ = writeln!(w, "elhaz: {line}");
+    };
+    super::sso::login_locked(paths, &settings, &target, &plan, &mut say)?;
+    Ok(Offer::LoggedIn)
 }
 
 /// How long a CLI waits for another CLI's MFA prompt (a person typing a code).

@@ -2,9 +2,11 @@
 //!
 //! The login runs here, in the CLI (it needs the user's terminal and browser), on a
 //! current-thread runtime — this is not the credential hot path. The token goes to the AWS
-//! CLI's cache file, which the daemon reads whenever it lacks a token (see `elhaz::sso`). One
-//! login per start URL at a time: a `flock` on `run/sso-<sha1>.lock`; a second `sso login`
-//! waits for it and then finds the first one's token valid.
+//! CLI's cache file, which the daemon reads whenever it lacks a token (see `elhaz::sso`), or —
+//! with `sso_token_cache = "memory"` — to the daemon over its socket (`sso_login`, an
+//! owner-only request), and nowhere else. One login per start URL at a time: a `flock` on
+//! `run/sso-<sha1>.lock`; a second `sso login` (or a consumer offering the login, see
+//! `consume::fetch_with`) waits for it and then finds the first one's token valid.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -81,7 +83,7 @@ fn cache_file(t: &Target) -> Result<std::path::PathBuf> {
 }
 
 /// Takes the per-start-URL login lock (held while the guard lives).
-fn login_lock(paths: &Paths, t: &Target) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn login_lock(paths: &Paths, t: &Target) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
     use sha1::Digest;
     elhaz::fsafe::ensure_private_dir(&paths.run_dir)?;
@@ -108,55 +110,164 @@ fn login_lock(paths: &Paths, t: &Target) -> Result<nix::fcntl::Flock<std::fs::Fi
     }
 }
 
+/// How a login runs (from `sso login`'s flags, or the defaults when a consumer offers one).
+#[derive(Debug, Clone)]
+pub(crate) struct LoginPlan {
+    /// Log in even when a valid token is held.
+    pub force: bool,
+    /// The flow and browser options.
+    pub opts: LoginOptions,
+}
+
+impl LoginPlan {
+    /// The flow `sso login` picks: device code when asked or where no browser can be opened,
+    /// otherwise PKCE with a loopback redirect.
+    pub(crate) fn new(
+        force: bool,
+        use_device_code: bool,
+        no_browser: bool,
+        timeout: Duration,
+    ) -> Self {
+        let flow = if use_device_code || !sso::has_display() {
+            Flow::DeviceCode
+        } else {
+            Flow::Pkce
+        };
+        LoginPlan {
+            force,
+            opts: LoginOptions {
+                flow,
+                open_browser: !no_browser,
+                timeout,
+            },
+        }
+    }
+}
+
+/// What [`login_to`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LoginOutcome {
+    /// A new token is stored (cache file, or the daemon's memory).
+    LoggedIn,
+    /// A valid token was already held (another login finished first); nothing was done.
+    AlreadyLoggedIn,
+}
+
+/// The daemon's view of a login (memory-only mode): its status row, if a daemon runs.
+fn daemon_login(paths: &Paths, t: &Target) -> Option<elhaz::protocol::SsoLoginInfo> {
+    let mut c = elhaz::client::connect_existing(paths).ok()??;
+    match c.call(elhaz::protocol::Request::SsoStatus).ok()? {
+        elhaz::protocol::Response::SsoStatus { logins } => logins
+            .into_iter()
+            .find(|l| l.sso.start_url == t.start_url && l.sso.sso_session == t.session_name),
+        _ => None,
+    }
+}
+
+/// Logs in to `t` under the per-start-URL lock and stores the token: in the AWS CLI's cache
+/// file by default, or — `sso_token_cache = "memory"` — handed to the daemon over its socket
+/// (started if needed), nothing written to disk. A valid token found once the lock is held
+/// (a concurrent login finished) ends it, unless `plan.force`.
+pub(crate) fn login_to(
+    paths: &Paths,
+    settings: &Settings,
+    t: &Target,
+    plan: &LoginPlan,
+    say: &mut (dyn FnMut(&str) + Send),
+) -> Result<LoginOutcome> {
+    let _lock = login_lock(paths, t)?;
+    login_locked(paths, settings, t, plan, say)
+}
+
+/// [`login_to`] for a caller that already holds [`login_lock`].
+pub(crate) fn login_locked(
+    paths: &Paths,
+    settings: &Settings,
+    t: &Target,
+    plan: &LoginPlan,
+    say: &mut (dyn FnMut(&str) + Send),
+) -> Result<LoginOutcome> {
+    let disk = disk(settings);
+    let file = if disk { Some(cache_file(t)?) } else { None };
+    if !plan.force {
+        let held = match &file {
+            Some(f) => sso::read_cache(f)
+                .filter(|h| h.start_url == t.start_url)
+                .and_then(|h| h.expiry()),
+            None => daemon_login(paths, t)
+                .filter(|l| !l.login_required)
+                .and_then(|l| l.expires_at)
+                .and_then(|e| humantime::parse_rfc3339_weak(e.trim_end_matches('Z')).ok()),
+        };
+        if let Some(until) = held
+            && until
+                .duration_since(std::time::SystemTime::now())
+                .is_ok_and(|left| left > Duration::from_secs(15 * 60))
+        {
+            say(&format!(
+                "already logged in to {} (token valid until {}); use --force to log in again",
+                t.start_url,
+                humantime::format_rfc3339_seconds(until)
+            ));
+            return Ok(LoginOutcome::AlreadyLoggedIn);
+        }
+    }
+    let token: CachedToken = runtime()?.block_on(async {
+        let sdk = sso::cli_sdk_config().await;
+        sso::login(&sdk, t, &plan.opts, say).await
+    })?;
+    let renewal = if token.refresh_token.is_some() {
+        ", renewed silently"
+    } else {
+        ", no refresh token"
+    };
+    match &file {
+        Some(file) => {
+            sso::write_cache(file, &token)?;
+            say(&format!(
+                "logged in to {} (token valid until {}{renewal}); cached in {}",
+                t.start_url,
+                token.expires_at,
+                file.display()
+            ));
+        }
+        None => {
+            let mut c = elhaz::client::connect_or_start(paths)?;
+            let reply = c.call(elhaz::protocol::Request::SsoLogin {
+                sso: t.to_wire(),
+                sso_token: token.to_wire(),
+            });
+            match reply {
+                Ok(elhaz::protocol::Response::SsoLoggedIn { .. }) => {}
+                Ok(other) => bail!("unexpected reply to sso_login: {other:?}"),
+                Err(e) => {
+                    return Err(anyhow!(e).context(
+                        "the login succeeded but the daemon did not take the token (it is \
+                         not kept anywhere else: sso_token_cache = \"memory\")",
+                    ));
+                }
+            }
+            say(&format!(
+                "logged in to {} (token valid until {}{renewal}); held in the daemon's memory \
+                 only (sso_token_cache = \"memory\": a daemon restart needs a new login)",
+                t.start_url, token.expires_at,
+            ));
+        }
+    }
+    Ok(LoginOutcome::LoggedIn)
+}
+
 fn login(paths: &Paths, a: &SsoLoginArgs) -> Result<ExitCode> {
     let settings = Settings::load(&paths.settings_file)?;
     let t = target(&settings, &a.target)?;
-    if !disk(&settings) {
-        bail!(
-            "sso_token_cache = \"memory\" in elhaz.toml: this daemon cannot take a login handed \
-             over by the CLI yet; remove the setting to share the token through ~/.aws/sso/cache"
-        );
-    }
     let timeout: config::Secs = a.timeout.parse().map_err(|m| anyhow!("--timeout: {m}"))?;
-    let file = cache_file(&t)?;
-    let _lock = login_lock(paths, &t)?;
-    if !a.force
-        && let Some(held) = sso::read_cache(&file)
-        && held.start_url == t.start_url
-        && held.remaining() > Duration::from_secs(15 * 60)
-    {
-        eprintln!(
-            "already logged in to {} (token valid until {}); use --force to log in again",
-            t.start_url, held.expires_at
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let flow = if a.use_device_code || !sso::has_display() {
-        Flow::DeviceCode
-    } else {
-        Flow::Pkce
-    };
-    let opts = LoginOptions {
-        flow,
-        open_browser: !a.no_browser,
-        timeout: Duration::from_secs(timeout.0.max(1)),
-    };
-    let token: CachedToken = runtime()?.block_on(async {
-        let sdk = sso::cli_sdk_config().await;
-        sso::login(&sdk, &t, &opts, &mut |line| eprintln!("{line}")).await
-    })?;
-    sso::write_cache(&file, &token)?;
-    eprintln!(
-        "logged in to {} (token valid until {}{}); cached in {}",
-        t.start_url,
-        token.expires_at,
-        if token.refresh_token.is_some() {
-            ", renewed silently"
-        } else {
-            ", no refresh token"
-        },
-        file.display()
+    let plan = LoginPlan::new(
+        a.force,
+        a.use_device_code,
+        a.no_browser,
+        Duration::from_secs(timeout.0.max(1)),
     );
+    login_to(paths, &settings, &t, &plan, &mut |line| eprintln!("{line}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,20 +295,56 @@ fn targets(paths: &Paths, settings: &Settings) -> Result<BTreeMap<String, (Targe
 
 fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
     let settings = Settings::load(&paths.settings_file)?;
+    let disk = disk(&settings);
+    // Memory-only mode: the daemon is the only holder (no daemon, no login).
+    let held: Vec<elhaz::protocol::SsoLoginInfo> = if disk {
+        Vec::new()
+    } else {
+        elhaz::client::connect_existing(paths)
+            .ok()
+            .flatten()
+            .and_then(|mut c| c.call(elhaz::protocol::Request::SsoStatus).ok())
+            .and_then(|r| match r {
+                elhaz::protocol::Response::SsoStatus { logins } => Some(logins),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
     let mut rows = Vec::new();
     for (_, (t, sessions)) in targets(paths, &settings)? {
-        let cached = disk(&settings)
-            .then(|| sso::target_cache_file(&t).and_then(|f| sso::read_cache(&f)))
-            .flatten()
-            .filter(|c| c.start_url.is_empty() || c.start_url == t.start_url);
+        let (expires_at, refresh_token) = if disk {
+            let cached = sso::target_cache_file(&t)
+                .and_then(|f| sso::read_cache(&f))
+                .filter(|c| c.start_url.is_empty() || c.start_url == t.start_url);
+            (
+                cached.as_ref().map(|c| c.expires_at.clone()),
+                cached.as_ref().is_some_and(|c| c.refresh_token.is_some()),
+            )
+        } else {
+            let l = held
+                .iter()
+                .find(|l| l.sso.start_url == t.start_url && l.sso.sso_session == t.session_name)
+                .filter(|l| !l.login_required);
+            (
+                l.and_then(|l| l.expires_at.clone()),
+                l.is_some_and(|l| l.refresh_token),
+            )
+        };
+        let logged_in = expires_at
+            .as_deref()
+            .and_then(|e| {
+                humantime::parse_rfc3339_weak(e.trim_end_matches('Z').trim_end_matches("UTC")).ok()
+            })
+            .is_some_and(|e| e > std::time::SystemTime::now());
         rows.push(serde_json::json!({
             "sso_session": t.session_name,
             "start_url": t.start_url,
             "region": t.region,
-            "logged_in": cached.as_ref().is_some_and(|c| c.remaining() > Duration::ZERO),
-            "expires_at": cached.as_ref().map(|c| c.expires_at.clone()),
-            "refresh_token": cached.as_ref().is_some_and(|c| c.refresh_token.is_some()),
-            "cache_file": disk(&settings).then(|| sso::target_cache_file(&t)).flatten(),
+            "logged_in": logged_in,
+            "expires_at": expires_at,
+            "refresh_token": refresh_token,
+            "token_cache": if disk { "aws" } else { "memory" },
+            "cache_file": disk.then(|| sso::target_cache_file(&t)).flatten(),
             "sessions": sessions,
         }));
     }
@@ -243,22 +390,41 @@ fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
 fn logout(paths: &Paths, a: &SsoTarget) -> Result<ExitCode> {
     let settings = Settings::load(&paths.settings_file)?;
     let t = target(&settings, a)?;
-    let file = cache_file(&t)?;
-    if let Some(token) = sso::read_cache(&file) {
-        let done = runtime()?.block_on(async {
-            let sdk = sso::cli_sdk_config().await;
-            sso::portal_logout(&sdk, &t, &token).await
-        });
-        if let Err(e) = done {
-            eprintln!("warning: portal logout failed ({e}); removing the local token anyway");
+    let disk = disk(&settings);
+    if disk {
+        let file = cache_file(&t)?;
+        if let Some(token) = sso::read_cache(&file) {
+            let done = runtime()?.block_on(async {
+                let sdk = sso::cli_sdk_config().await;
+                sso::portal_logout(&sdk, &t, &token).await
+            });
+            if let Err(e) = done {
+                eprintln!("warning: portal logout failed ({e}); removing the local token anyway");
+            }
+            std::fs::remove_file(&file)
+                .with_context(|| format!("cannot remove {}", file.display()))?;
         }
-        std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
     }
     let sessions = targets(paths, &settings)?
         .remove(t.cache_key())
         .map(|(_, s)| s)
         .unwrap_or_default();
     if let Ok(Some(mut c)) = elhaz::client::connect_existing(paths) {
+        // The daemon drops its copy of the token; in memory-only mode it holds the only one
+        // and calls the portal's Logout with it.
+        match c.call(elhaz::protocol::Request::SsoLogout {
+            sso: t.to_wire(),
+            portal_logout: !disk,
+        }) {
+            Ok(elhaz::protocol::Response::SsoLoggedOut {
+                portal_error: Some(e),
+                ..
+            }) => eprintln!(
+                "warning: portal logout failed ({e}); the daemon dropped the token anyway"
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: the daemon did not drop its token: {e}"),
+        }
         for name in &sessions {
             let _ = c.call(elhaz::protocol::Request::Remove { name: name.clone() });
         }
@@ -292,6 +458,14 @@ fn derived_name(account_name: &str, role: &str) -> String {
 fn populate(paths: &Paths, a: &SsoTarget, dry_run: bool) -> Result<ExitCode> {
     let settings = Settings::load(&paths.settings_file)?;
     let t = target(&settings, a)?;
+    if !disk(&settings) {
+        bail!(
+            "sso populate reads the login from ~/.aws/sso/cache, and sso_token_cache = \
+             \"memory\" keeps it only in the daemon: remove that setting from elhaz.toml for \
+             the populate (and log in again), or add the sessions with `elhaz config add NAME \
+             --sso-session …`"
+        );
+    }
     let token = sso::read_cache(&cache_file(&t)?)
         .filter(|c| c.remaining() > Duration::ZERO)
         .ok_or_else(|| anyhow!("not logged in to {}: run `{}`", t.start_url, t.login_hint()))?;

@@ -171,7 +171,7 @@ fn wall_clock_jump_refreshes_once_in_background_and_after_outage() {
     gate.close();
     jump("+6h");
     let mut raw = env.raw();
-    let reply = raw.request(r#"{"protocol":3,"id":1,"op":"credentials","name":"dev"}"#);
+    let reply = raw.request(r#"{"protocol":4,"id":1,"op":"credentials","name":"dev"}"#);
     assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
     let msg = reply["error"]["message"].as_str().unwrap_or_default();
     assert_contains(msg, &["cannot reach STS", "session \"dev\"", &gate.url()]);

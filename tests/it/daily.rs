@@ -72,7 +72,7 @@ fn raw_credentials(env: &TestEnv, name: &str) -> Value {
     let mut conn = env.raw();
     conn.stream.set_read_timeout(Some(RUN_LIMIT)).unwrap();
     conn.request(&format!(
-        r#"{{"protocol":3,"id":1,"op":"credentials","name":"{name}"}}"#
+        r#"{{"protocol":4,"id":1,"op":"credentials","name":"{name}"}}"#
     ))
 }
 

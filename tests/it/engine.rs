@@ -118,7 +118,7 @@ fn raw_credentials(env: &TestEnv, name: &str) -> Value {
     // STS retries (throttling, 5xx, refused connections) can take longer than util's 5 s.
     conn.stream.set_read_timeout(Some(RUN_LIMIT)).unwrap();
     conn.request(&format!(
-        r#"{{"protocol":3,"id":1,"op":"credentials","name":"{name}"}}"#
+        r#"{{"protocol":4,"id":1,"op":"credentials","name":"{name}"}}"#
     ))
 }
 
@@ -310,7 +310,7 @@ fn single_flight_for_100_concurrent_first_fetches_then_warm_reads() {
     let mut conn = env.raw();
     for id in 1..=1000 {
         let r = conn.request(&format!(
-            r#"{{"protocol":3,"id":{id},"op":"credentials","name":"sf"}}"#
+            r#"{{"protocol":4,"id":{id},"op":"credentials","name":"sf"}}"#
         ));
         assert_eq!(r["ok"]["access_key_id"], the_key.as_str(), "{r}");
     }

@@ -187,6 +187,15 @@ impl FakeSso {
         n
     }
 
+    /// Expires every device code now, whatever `expiresIn` said (the next poll gets
+    /// `ExpiredTokenException`).
+    pub fn expire_device_codes(&self) {
+        let now = Instant::now();
+        for d in lock(&self.shared).devices.values_mut() {
+            d.expires = Some(now);
+        }
+    }
+
     /// Device authorizations issued so far.
     pub fn devices(&self) -> usize {
         lock(&self.shared).devices.len()
@@ -252,11 +261,23 @@ fn http_get(url: &str) -> (String, String, String) {
     let mut s =
         TcpStream::connect(host).unwrap_or_else(|e| panic!("cannot connect to {host}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    // The request in three segments, 100 ms apart (the method alone first), as a browser
+    // under load may send it: a server that answers after its first read (a 404 for a path it
+    // has not seen yet) and closes makes a later write fail with a broken pipe — the flake of
+    // `sso_pkce_login_with_loopback_redirect` — and the real callback is lost.
+    s.set_nodelay(true).unwrap();
+    let parts = [
+        "GET ".to_string(),
+        format!("{path} HTTP/1.1\r\n"),
+        format!("Host: {host}\r\nConnection: close\r\n\r\n"),
+    ];
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.write_all(part.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write part {i} of the request to {host}: {e}"));
+    }
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));

@@ -20,7 +20,7 @@ fn garbage_payload_gets_bad_request_and_the_connection_survives() {
     for garbage in [
         &b"\xff\xfe not json at all"[..],
         b"",
-        b"{\"protocol\":3,\"id\":3,\"op\":\"ping\"",
+        b"{\"protocol\":4,\"id\":3,\"op\":\"ping\"",
     ] {
         c.send_frame(garbage);
         let reply = c.read_reply();
@@ -28,7 +28,7 @@ fn garbage_payload_gets_bad_request_and_the_connection_survives() {
         assert_contains(&msg, &["malformed"]);
     }
     // Same connection, valid request: the loop survived the bad frames.
-    let reply = c.request(r#"{"protocol":3,"id":9,"op":"ping"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":9,"op":"ping"}"#);
     assert_eq!(reply["id"], 9, "{reply}");
     assert_eq!(reply["ok"]["kind"], "pong", "{reply}");
     assert_eq!(reply["ok"]["pid"], d.pid(), "{reply}");
@@ -61,13 +61,13 @@ fn wrong_protocol_version_gets_protocol_mismatch() {
     let mut c = env.raw();
     let reply = c.request(r#"{"protocol":999,"id":5,"op":"ping"}"#);
     let msg = assert_error_reply(&reply, "protocol_mismatch", 5);
-    assert_eq!(reply["error"]["protocol"], 3, "{reply}");
+    assert_eq!(reply["error"]["protocol"], 4, "{reply}");
     assert_contains(&msg, &["elhaz daemon stop", "999"]);
     // A future peer may send fields and ops we do not know: still a typed mismatch.
-    let reply = c.request(r#"{"protocol":4,"id":6,"op":"teleport","where":{"x":1}}"#);
+    let reply = c.request(r#"{"protocol":5,"id":6,"op":"teleport","where":{"x":1}}"#);
     assert_error_reply(&reply, "protocol_mismatch", 6);
     // And the connection is still usable at our version.
-    let reply = c.request(r#"{"protocol":3,"id":7,"op":"status"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":7,"op":"status"}"#);
     assert_eq!(reply["ok"]["kind"], "status", "{reply}");
     still_serves(&env, &mut d);
 }
@@ -77,10 +77,10 @@ fn unknown_op_gets_bad_request_with_its_id() {
     let env = TestEnv::new();
     let mut d = env.start_daemon_foreground(&[]);
     let mut c = env.raw();
-    let reply = c.request(r#"{"protocol":3,"id":11,"op":"frobnicate"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":11,"op":"frobnicate"}"#);
     let msg = assert_error_reply(&reply, "bad_request", 11);
     assert_contains(&msg, &["frobnicate"]);
-    let reply = c.request(r#"{"protocol":3,"id":12}"#);
+    let reply = c.request(r#"{"protocol":4,"id":12}"#);
     assert_error_reply(&reply, "bad_request", 12);
     still_serves(&env, &mut d);
 }
@@ -92,14 +92,14 @@ fn wrong_field_types_get_bad_request() {
     let mut c = env.raw();
     // Request body fields: the probe succeeds, so the id is echoed.
     for (payload, id) in [
-        (r#"{"protocol":3,"id":21,"op":"add","name":42}"#, 21),
-        (r#"{"protocol":3,"id":22,"op":"add"}"#, 22),
-        (r#"{"protocol":3,"id":23,"op":"remove","name":["a"]}"#, 23),
+        (r#"{"protocol":4,"id":21,"op":"add","name":42}"#, 21),
+        (r#"{"protocol":4,"id":22,"op":"add"}"#, 22),
+        (r#"{"protocol":4,"id":23,"op":"remove","name":["a"]}"#, 23),
         (
-            r#"{"protocol":3,"id":24,"op":"credentials","name":"dev","mfa_code":123456}"#,
+            r#"{"protocol":4,"id":24,"op":"credentials","name":"dev","mfa_code":123456}"#,
             24,
         ),
-        (r#"{"protocol":3,"id":25,"op":7}"#, 25),
+        (r#"{"protocol":4,"id":25,"op":7}"#, 25),
     ] {
         let reply = c.request(payload);
         assert_error_reply(&reply, "bad_request", id);
@@ -107,17 +107,17 @@ fn wrong_field_types_get_bad_request() {
     // Envelope fields: the probe itself fails, so no id can be echoed.
     for payload in [
         r#"{"protocol":"1","id":26,"op":"ping"}"#,
-        r#"{"protocol":3,"id":"27","op":"ping"}"#,
+        r#"{"protocol":4,"id":"27","op":"ping"}"#,
         r#"{"protocol":-1,"id":28,"op":"ping"}"#,
-        r#"{"protocol":3,"id":-29,"op":"ping"}"#,
+        r#"{"protocol":4,"id":-29,"op":"ping"}"#,
     ] {
         let reply = c.request(payload);
         assert_error_reply(&reply, "bad_request", 0);
     }
     // Validation errors in well-typed requests are typed too.
-    let reply = c.request(r#"{"protocol":3,"id":30,"op":"add","name":"../etc"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":30,"op":"add","name":"../etc"}"#);
     assert_error_reply(&reply, "bad_request", 30);
-    let reply = c.request(r#"{"protocol":3,"id":31,"op":"add","name":"nope"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":31,"op":"add","name":"nope"}"#);
     assert_error_reply(&reply, "not_found", 31);
     still_serves(&env, &mut d);
 }
@@ -168,7 +168,7 @@ fn oversized_length_header_is_refused_without_reading_the_body() {
     }
     // Exactly the limit is fine (the payload is then judged as JSON).
     let mut c = env.raw();
-    let mut big = br#"{"protocol":3,"id":40,"op":"ping","pad":""#.to_vec();
+    let mut big = br#"{"protocol":4,"id":40,"op":"ping","pad":""#.to_vec();
     big.resize(64 * 1024 - 2, b'x');
     big.extend_from_slice(b"\"}");
     assert_eq!(big.len(), 64 * 1024);
@@ -191,10 +191,10 @@ fn a_silent_client_does_not_block_others() {
     let _silent = env.raw();
     let mut stalled = env.raw();
     stalled.send_raw(&50u32.to_be_bytes());
-    stalled.send_raw(b"{\"protocol\":3,");
+    stalled.send_raw(b"{\"protocol\":4,");
     let t0 = Instant::now();
     let mut c = env.raw();
-    let reply = c.request(r#"{"protocol":3,"id":1,"op":"ping"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":1,"op":"ping"}"#);
     assert_eq!(reply["ok"]["kind"], "pong", "{reply}");
     let out = env.run_ok(&["daemon", "status"]);
     assert_contains(&stdout(&out), &["is running"]);
@@ -214,9 +214,9 @@ fn pipelined_requests_on_one_connection_are_answered_in_order() {
     // Three frames in one write, the middle one bad.
     let mut buf = Vec::new();
     for p in [
-        r#"{"protocol":3,"id":1,"op":"ping"}"#,
+        r#"{"protocol":4,"id":1,"op":"ping"}"#,
         "not json",
-        r#"{"protocol":3,"id":3,"op":"list"}"#,
+        r#"{"protocol":4,"id":3,"op":"list"}"#,
     ] {
         buf.extend_from_slice(&(p.len() as u32).to_be_bytes());
         buf.extend_from_slice(p.as_bytes());

@@ -162,7 +162,7 @@ pub fn try_request(socket: &Path, payload: &str, timeout: Duration) -> Result<Va
 
 /// A credentials request frame.
 pub fn credentials_request(id: u64, name: &str) -> String {
-    format!(r#"{{"protocol":3,"id":{id},"op":"credentials","name":"{name}"}}"#)
+    format!(r#"{{"protocol":4,"id":{id},"op":"credentials","name":"{name}"}}"#)
 }
 
 /// Runs `cmd` (bounded by `limit`), requiring exit status 0.

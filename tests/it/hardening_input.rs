@@ -235,7 +235,7 @@ fn payload(rng: &mut StdRng, id: u64) -> Vec<u8> {
         _ => serde_json::to_vec(&valid_request(rng, id)).unwrap(),
     };
     if may_stop(&p) || p.len() > 64 * 1024 {
-        return format!(r#"{{"protocol":3,"id":{id},"op":"ping"}}"#).into_bytes();
+        return format!(r#"{{"protocol":4,"id":{id},"op":"ping"}}"#).into_bytes();
     }
     p
 }
@@ -443,7 +443,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     let mut daemon = env.start_daemon_foreground(&[]);
     let pid = daemon.pid();
     let socket = env.socket();
-    let warm = try_request(&socket, r#"{"protocol":3,"id":1,"op":"ping"}"#, REPLY_WAIT);
+    let warm = try_request(&socket, r#"{"protocol":4,"id":1,"op":"ping"}"#, REPLY_WAIT);
     assert!(warm.is_ok(), "{warm:?}");
     let rss_before = rss_mb(pid);
     let started = Instant::now();
@@ -452,7 +452,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     // variant index (`"op":2` stopped the daemon); every one of these is a bad request.
     let mut fixed = Tally::default();
     let mut hostile: Vec<String> = (0..=8)
-        .map(|i| format!(r#"{{"protocol":3,"id":{},"op":{i}}}"#, 900 + i))
+        .map(|i| format!(r#"{{"protocol":4,"id":{},"op":{i}}}"#, 900 + i))
         .collect();
     for op in [
         "2.0",
@@ -466,12 +466,12 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
         "true",
         "\"\"",
     ] {
-        hostile.push(format!(r#"{{"protocol":3,"id":950,"op":{op}}}"#));
+        hostile.push(format!(r#"{{"protocol":4,"id":950,"op":{op}}}"#));
     }
-    hostile.push(r#"{"protocol":3,"id":951,"op":"ping","op":"stop"}"#.into());
-    hostile.push(r#"{"protocol":3,"id":952,"op":"stop","op":"ping"}"#.into());
-    hostile.push(r#"[3,953,"stop"]"#.into());
-    hostile.push(r#"[3,954]"#.into());
+    hostile.push(r#"{"protocol":4,"id":951,"op":"ping","op":"stop"}"#.into());
+    hostile.push(r#"{"protocol":4,"id":952,"op":"stop","op":"ping"}"#.into());
+    hostile.push(r#"[4,953,"stop"]"#.into());
+    hostile.push(r#"[4,954]"#.into());
     for h in &hostile {
         let c = Case::Frames(vec![h.as_bytes().to_vec()]);
         run_case(&socket, &c, &mut fixed);
@@ -505,7 +505,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
                         let id = 1_000_000 + checks;
                         match try_request(
                             &socket,
-                            &format!(r#"{{"protocol":3,"id":{id},"op":"ping"}}"#),
+                            &format!(r#"{{"protocol":4,"id":{id},"op":"ping"}}"#),
                             REPLY_WAIT,
                         ) {
                             Ok(r) if r["ok"]["kind"] == "pong" && r["ok"]["pid"] == pid => {}
@@ -535,7 +535,7 @@ fn ten_thousand_random_frames_get_an_error_or_a_clean_close() {
     let elapsed = started.elapsed();
     let alive = daemon.try_wait().is_none();
     // Still serving: a ping, the CLI, and nothing was created by the random requests.
-    let after = try_request(&socket, r#"{"protocol":3,"id":2,"op":"ping"}"#, REPLY_WAIT);
+    let after = try_request(&socket, r#"{"protocol":4,"id":2,"op":"ping"}"#, REPLY_WAIT);
     let serving = after.as_ref().is_ok_and(|r| r["ok"]["pid"] == pid);
     let rss_after = rss_kib(pid).map_or(f64::NAN, |k| k as f64 / 1024.0);
     let growth = rss_after - rss_before;

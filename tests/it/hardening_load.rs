@@ -79,8 +79,8 @@ fn kind_of(i: usize) -> Kind {
 
 fn payload(kind: Kind, id: u64) -> String {
     match kind {
-        Kind::Ping => format!(r#"{{"protocol":3,"id":{id},"op":"ping"}}"#),
-        Kind::Status => format!(r#"{{"protocol":3,"id":{id},"op":"status"}}"#),
+        Kind::Ping => format!(r#"{{"protocol":4,"id":{id},"op":"ping"}}"#),
+        Kind::Status => format!(r#"{{"protocol":4,"id":{id},"op":"status"}}"#),
         Kind::Credentials => credentials_request(id, SESSION),
     }
 }
@@ -598,7 +598,7 @@ fn slowloris_and_a_client_that_never_reads_do_not_block_others() {
     // 2. A slowloris that first behaves (one ping), then dribbles its second frame.
     let mut s2 = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     s2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s2.write_all(&frame(br#"{"protocol":3,"id":1,"op":"ping"}"#))
+    s2.write_all(&frame(br#"{"protocol":4,"id":1,"op":"ping"}"#))
         .unwrap();
     let pong = read_frame_or_eof(&mut s2).unwrap().expect("a pong");
     assert!(String::from_utf8_lossy(&pong).contains("pong"));
@@ -612,7 +612,7 @@ fn slowloris_and_a_client_that_never_reads_do_not_block_others() {
         for id in [1, 2] {
             if s4
                 .write_all(&frame(
-                    format!(r#"{{"protocol":3,"id":{id},"op":"ping"}}"#).as_bytes(),
+                    format!(r#"{{"protocol":4,"id":{id},"op":"ping"}}"#).as_bytes(),
                 ))
                 .is_ok()
                 && matches!(read_frame_or_eof(&mut s4), Ok(Some(b)) if String::from_utf8_lossy(&b).contains("pong"))

@@ -76,7 +76,7 @@ fn elhaz_socket_moves_only_the_socket() {
     assert_eq!(s["socket"].as_str(), custom.to_str(), "{s}");
     // It serves there: a raw ping on the custom socket.
     let mut c = RawConn::connect(&custom);
-    let reply = c.request(r#"{"protocol":3,"id":1,"op":"ping"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":1,"op":"ping"}"#);
     assert_eq!(reply["ok"]["pid"], d.pid, "{reply}");
     // Without ELHAZ_SOCKET the CLI looks in the run dir, and the single-instance lock (which
     // stays in the run dir) still holds.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use elhaz::codec;
 use elhaz::protocol::{
     ErrorCode, Identity, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response,
-    SessionInfo, StatusInfo, Token, WireCredentials, WireError,
+    SessionInfo, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token, WireCredentials, WireError,
 };
 
 use crate::util::*;
@@ -81,6 +81,14 @@ fn creds(full: bool) -> WireCredentials {
         expiration: "2026-01-01T13:00:00Z".into(),
         account_id: full.then(|| "123456789012".into()),
         region: full.then(|| "eu-west-1".into()),
+    }
+}
+
+fn corp() -> SsoTarget {
+    SsoTarget {
+        sso_session: Some("corp".into()),
+        start_url: "https://my-org.awsapps.com/start".into(),
+        region: "eu-west-1".into(),
     }
 }
 
@@ -180,6 +188,34 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
                 },
             ),
         ),
+        (
+            "request_sso_login.json",
+            req(
+                12,
+                Request::SsoLogin {
+                    sso: corp(),
+                    sso_token: SsoToken {
+                        access_token: "aoaAAAAAGexampleaccesstoken".into(),
+                        expires_at: "2026-01-01T13:00:00Z".into(),
+                        refresh_token: Some("aorAAAAAGexamplerefreshtoken".into()),
+                        client_id: Some("cid-example".into()),
+                        client_secret: Some("cs-example".into()),
+                        registration_expires_at: Some("2026-03-31T12:00:00Z".into()),
+                    },
+                },
+            ),
+        ),
+        ("request_sso_status.json", req(13, Request::SsoStatus)),
+        (
+            "request_sso_logout.json",
+            req(
+                14,
+                Request::SsoLogout {
+                    sso: corp(),
+                    portal_logout: true,
+                },
+            ),
+        ),
     ]
 }
 
@@ -188,10 +224,16 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
     mfa.mfa_serial = Some("arn:aws:iam::123456789012:mfa/alice".into());
     let mut mismatch = WireError::new(
         ErrorCode::ProtocolMismatch,
-        "daemon speaks protocol 3, this client speaks 999: run `elhaz daemon stop` (the next \
+        "daemon speaks protocol 4, this client speaks 999: run `elhaz daemon stop` (the next \
          command starts a matching daemon)",
     );
     mismatch.protocol = Some(PROTOCOL_VERSION);
+    let mut login_required = WireError::new(
+        ErrorCode::LoginRequired,
+        "IAM Identity Center login needed for https://my-org.awsapps.com/start (the refresh was \
+         refused (InvalidGrantException)): run `elhaz sso login corp`",
+    );
+    login_required.sso = Some(Box::new(corp()));
     vec![
         (
             "reply_pong.json",
@@ -368,15 +410,54 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                 ),
             ),
         ),
+        ("reply_error_login_required.json", err(9, login_required)),
         (
-            "reply_error_login_required.json",
-            err(
-                9,
-                WireError::new(
-                    ErrorCode::LoginRequired,
-                    "IAM Identity Center login needed for https://my-org.awsapps.com/start (the \
-                     refresh was refused (InvalidGrantException)): run `elhaz sso login corp`",
-                ),
+            "reply_sso_logged_in.json",
+            ok(
+                12,
+                Response::SsoLoggedIn {
+                    sso: corp(),
+                    expires_at: "2026-01-01T13:00:00Z".into(),
+                },
+            ),
+        ),
+        (
+            "reply_sso_status.json",
+            ok(
+                13,
+                Response::SsoStatus {
+                    logins: vec![
+                        SsoLoginInfo {
+                            sso: corp(),
+                            expires_at: Some("2026-01-01T13:00:00Z".into()),
+                            refresh_token: true,
+                            login_required: false,
+                            sessions: vec!["dev".into(), "prod".into()],
+                        },
+                        SsoLoginInfo {
+                            sso: SsoTarget {
+                                sso_session: None,
+                                start_url: "https://old.awsapps.com/start".into(),
+                                region: "us-east-1".into(),
+                            },
+                            expires_at: None,
+                            refresh_token: false,
+                            login_required: true,
+                            sessions: vec![],
+                        },
+                    ],
+                },
+            ),
+        ),
+        (
+            "reply_sso_logged_out.json",
+            ok(
+                14,
+                Response::SsoLoggedOut {
+                    sso: corp(),
+                    had_token: true,
+                    portal_error: None,
+                },
             ),
         ),
         (
@@ -415,6 +496,9 @@ fn request_kind(r: &Request) -> &'static str {
         Request::Credentials { .. } => "credentials",
         Request::Whoami { .. } => "whoami",
         Request::ConsoleCredentials { .. } => "console_credentials",
+        Request::SsoLogin { .. } => "sso_login",
+        Request::SsoStatus => "sso_status",
+        Request::SsoLogout { .. } => "sso_logout",
     }
 }
 const ALL_REQUESTS: &[&str] = &[
@@ -427,6 +511,9 @@ const ALL_REQUESTS: &[&str] = &[
     "credentials",
     "whoami",
     "console_credentials",
+    "sso_login",
+    "sso_status",
+    "sso_logout",
 ];
 
 /// Exhaustive: a new `Response` variant breaks the build here.
@@ -440,6 +527,9 @@ fn response_kind(r: &Response) -> &'static str {
         Response::Removed { .. } => "removed",
         Response::Credentials(_) => "credentials",
         Response::Identity(_) => "identity",
+        Response::SsoLoggedIn { .. } => "sso_logged_in",
+        Response::SsoStatus { .. } => "sso_status",
+        Response::SsoLoggedOut { .. } => "sso_logged_out",
     }
 }
 const ALL_RESPONSES: &[&str] = &[
@@ -451,6 +541,9 @@ const ALL_RESPONSES: &[&str] = &[
     "removed",
     "credentials",
     "identity",
+    "sso_logged_in",
+    "sso_status",
+    "sso_logged_out",
 ];
 
 /// Every error code, with the exhaustive match keeping the list honest.
@@ -584,7 +677,7 @@ fn error_codes_spell_as_on_the_wire() {
     }
     // A code from a newer daemon decodes as `unknown` and keeps its message.
     let reply: ReplyFrame = codec::from_payload(
-        br#"{"protocol":3,"id":3,"error":{"code":"from_the_future","message":"m","extra":1}}"#,
+        br#"{"protocol":4,"id":3,"error":{"code":"from_the_future","message":"m","extra":1}}"#,
     )
     .unwrap();
     assert_eq!(

@@ -238,7 +238,7 @@ fn a_refused_client_gets_the_daemons_reason_even_after_a_broken_pipe() {
     assert!(
         wait_until(DEADLINE, || {
             let mut c = env.raw();
-            c.send_frame(br#"{"protocol":3,"id":1,"op":"ping"}"#);
+            c.send_frame(br#"{"protocol":4,"id":1,"op":"ping"}"#);
             let served = c
                 .read_frame()
                 .is_ok_and(|p| p.windows(4).any(|w| w == b"pong"));
@@ -265,7 +265,7 @@ fn a_refused_client_gets_the_daemons_reason_even_after_a_broken_pipe() {
     assert_contains(&stderr(&out), &["too many connections"]);
     // And the holder is still served.
     let mut holder = holder.unwrap();
-    let reply = holder.request(r#"{"protocol":3,"id":2,"op":"status"}"#);
+    let reply = holder.request(r#"{"protocol":4,"id":2,"op":"status"}"#);
     assert_eq!(reply["ok"]["kind"], "status", "{reply}");
     assert!(d.try_wait().is_none());
 }

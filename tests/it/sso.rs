@@ -334,7 +334,7 @@ fn sso_access_token_renewed_in_background_then_login_required() {
     // The refresh token is revoked: the next renewal fails; a new session fails fast with
     // the hint, and the daemon reports login_required.
     fake.revoke_all();
-    let mut cmd = env.cmd(&["credential-process", "b"]);
+    let mut cmd = detached(&env, &["credential-process", "b"]);
     let (_, out, took) = run_limited(&mut cmd, LIMIT);
     assert!(!out.status.success());
     assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
@@ -348,7 +348,7 @@ fn sso_access_token_renewed_in_background_then_login_required() {
     // Later requests fail at once, with no call to the OIDC service or the portal.
     let calls = (fake.count("/token"), fake.count("/federation/credentials"));
     std::thread::sleep(Duration::from_millis(2100)); // past the engine's 2 s negative cache
-    let mut cmd = env.cmd(&["credential-process", "b"]);
+    let mut cmd = detached(&env, &["credential-process", "b"]);
     let (_, out, _) = run_limited(&mut cmd, LIMIT);
     assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
     assert_eq!(
@@ -526,6 +526,27 @@ fn sso_chained_role_starts_from_an_sso_session() {
         calls[0].access_key
     );
     assert_eq!(fake.count("/federation/credentials"), 1);
+
+    // The login revoked and both sessions dropped: the chained one is login_required too, with
+    // the base's login named (so an interactive CLI could offer it), and fails fast.
+    fake.revoke_all();
+    env.run_ok(&["daemon", "remove", "chained"]);
+    env.run_ok(&["daemon", "remove", "base"]);
+    let mut cmd = detached(&env, &["credential-process", "chained"]);
+    let (_, out, took) = run_limited(&mut cmd, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(
+        &stderr(&out),
+        &["source session", "run `elhaz sso login corp`"],
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let mut raw = env.raw();
+    let reply = raw.request(&format!(
+        r#"{{"protocol":{},"id":1,"op":"credentials","name":"chained"}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(reply["error"]["code"], "login_required", "{reply}");
+    assert_eq!(reply["error"]["sso"]["sso_session"], "corp", "{reply}");
 }
 
 #[test]
@@ -611,4 +632,407 @@ fn config_import_aws_converts_reports_and_rewrites() {
         !after.contains("sso_account_id = 123456789012\nsso_role_name = Dev"),
         "{after}"
     );
+}
+
+/// Every file under the test's `~/.aws/sso` (none may appear in memory-only mode).
+fn sso_cache_files(env: &TestEnv) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![env.scratch("userhome/.aws/sso")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn sso_status_json(env: &TestEnv) -> Value {
+    serde_json::from_slice(&env.run_ok(&["sso", "status", "--json"]).stdout).unwrap()
+}
+
+/// `sso_token_cache = "memory"`: `sso login` hands the token to the daemon over its socket;
+/// nothing is written under ~/.aws/sso at any point (after the login, the fetches, a
+/// background renewal, the logout); sessions work and renew silently; `status` and `logout`
+/// go through the daemon (logout ends the portal session with the daemon's token); a daemon
+/// restart needs a new login.
+#[test]
+fn sso_memory_mode_hands_the_token_to_the_daemon() {
+    let (env, fake) = sso_env();
+    env.write_settings(&format!(
+        "sso_token_cache = \"memory\"\n\n[sso_sessions.corp]\nstart_url = \"{}\"\nregion = \"eu-west-1\"\n",
+        fake.start_url()
+    ));
+    add_sso(&env, "a", "123456789012", "A");
+    add_sso(&env, "b", "123456789012", "B");
+    let no_cache = |when: &str| {
+        let files = sso_cache_files(&env);
+        assert!(files.is_empty(), "{when}: token cache written: {files:?}");
+    };
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], false, "{st}");
+    assert_eq!(st[0]["token_cache"], "memory", "{st}");
+
+    fake.set_token_lifetime(9);
+    let said = device_login(&env, &fake, &["corp"]);
+    assert_contains(&said, &["logged in", "daemon's memory", "renewed silently"]);
+    no_cache("after the login");
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], true, "{st}");
+    assert_eq!(st[0]["refresh_token"], true, "{st}");
+    assert!(st[0]["cache_file"].is_null(), "{st}");
+
+    let v = cp(&env, "a");
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-A")
+    );
+    no_cache("after a fetch");
+
+    // Background renewal with the refresh token, no request, and still nothing on disk.
+    let refreshed = fake.grants("refresh_token");
+    assert!(
+        wait_until(LIMIT, || fake.grants("refresh_token") > refreshed),
+        "the access token was not renewed in the background\n{}",
+        daemon_log(&env)
+    );
+    no_cache("after a background renewal");
+    // The first access token has expired by now (9 s); b's first fetch uses the renewed one.
+    std::thread::sleep(Duration::from_millis(500));
+    let v = cp(&env, "b");
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-B")
+    );
+    assert_eq!(fake.count("/device_authorization"), 1, "no new login");
+    no_cache("after the renewal and a fetch");
+
+    // Logout: the daemon ends the portal session with its token and drops it.
+    let out = stdout(&env.run_ok(&["sso", "logout", "corp"]));
+    assert_contains(&out, &["logged out", "dropped 2 session(s)"]);
+    assert_eq!(fake.count("/logout"), 1);
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], false, "{st}");
+    let mut cmd = detached(&env, &["credential-process", "a"]);
+    let (_, out, took) = run_limited(&mut cmd, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A new login, then a daemon restart: the token is gone with the daemon.
+    fake.set_token_lifetime(3600);
+    device_login(&env, &fake, &["corp"]);
+    cp(&env, "a");
+    // The daemon's token is valid: another login joins it, asking the daemon.
+    let again = env.run_ok(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
+    assert_contains(&stderr(&again), &["already logged in"]);
+    assert_eq!(fake.count("/device_authorization"), 2);
+    // populate needs the cache file: refused, saying why.
+    let e = stderr(&env.run_fail(&["sso", "populate", "corp"]));
+    assert_contains(&e, &["sso_token_cache", "memory"]);
+    env.run_ok(&["daemon", "stop"]);
+    let mut cmd = detached(&env, &["credential-process", "a"]);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    assert!(
+        !out.status.success(),
+        "served after a restart without a login"
+    );
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    no_cache("at the end");
+
+    // The daemon's log never saw a token (the fake's tokens are `access-N` / `refresh-N`).
+    let log = daemon_log(&env);
+    for needle in ["access-", "refresh-", "secret-client"] {
+        assert!(!log.contains(needle), "{needle} in the daemon log:\n{log}");
+    }
+}
+
+/// The `sso_*` requests are the owner's: a delegate token (even an unscoped one) can neither
+/// hand over, read nor drop a login; the owner can.
+#[test]
+fn sso_requests_are_refused_to_delegates() {
+    let (env, fake) = sso_env();
+    const TOKEN: &str = "unscoped-delegate-token-fedcba9876543210";
+    let file = env.scratch("tokens");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    chmod(&file, 0o600);
+    let _d =
+        env.start_daemon_foreground(&["--require-token", "--token-file", file.to_str().unwrap()]);
+    let target = format!(
+        r#"{{"sso_session":"corp","start_url":"{}","region":"eu-west-1"}}"#,
+        fake.start_url()
+    );
+    let login = format!(
+        r#""op":"sso_login","sso":{target},"sso_token":{{"access_token":"handed-over-secret","expires_at":"2099-01-01T00:00:00Z"}}"#
+    );
+    let logout = format!(r#""op":"sso_logout","sso":{target},"portal_logout":true"#);
+    let mut c = env.raw();
+    for (id, op) in [
+        (1, login.as_str()),
+        (2, r#""op":"sso_status""#),
+        (3, logout.as_str()),
+    ] {
+        let reply = c.request(&format!(
+            r#"{{"protocol":{},"id":{id},"token":"{TOKEN}",{op}}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ));
+        assert_error_reply(&reply, "permission_denied", id);
+    }
+    // Nothing was handed over: the owner's status shows no login.
+    let reply = c.request(&format!(
+        r#"{{"protocol":{},"id":4,"op":"sso_status"}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(reply["ok"]["logins"], serde_json::json!([]), "{reply}");
+    // The owner may hand one over; the log shows the start URL, never the token.
+    let reply = c.request(&format!(
+        r#"{{"protocol":{},"id":5,{login}}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(reply["ok"]["kind"], "sso_logged_in", "{reply}");
+    let reply = c.request(&format!(
+        r#"{{"protocol":{},"id":6,"op":"sso_status"}}"#,
+        elhaz::protocol::PROTOCOL_VERSION
+    ));
+    assert_eq!(
+        reply["ok"]["logins"][0]["expires_at"],
+        "2099-01-01T00:00:00Z"
+    );
+    assert!(!reply.to_string().contains("handed-over-secret"), "{reply}");
+    assert!(env.wait_for_log("handed over"));
+    assert!(!env.log_text().contains("handed-over-secret"));
+}
+
+/// `elhaz ARGS…` with no controlling terminal (`setsid`): a non-interactive consumer, as
+/// under an SDK's `credential_process`.
+fn detached(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = env.command("setsid");
+    cmd.arg(BIN).args(args);
+    cmd
+}
+
+/// `sh -c SHELL_CMD` on a fresh pseudo-terminal (util-linux `script`), which becomes its
+/// controlling terminal: an interactive CLI. `answer` is typed on it.
+fn on_a_tty(env: &TestEnv, shell_cmd: &str, answer: &str) -> std::process::Child {
+    let mut cmd = env.command("script");
+    cmd.args(["-qfec", shell_cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("util-linux `script` runs");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    // Kept open (an EOF on script's stdin may end the session early); closed with the child.
+    std::mem::forget(stdin);
+    child
+}
+
+/// An env in state `login_required` for sessions `b` and `c`: logged in, `a` fetched (so the
+/// daemon holds the token), then every token revoked by the "administrator"; `b` and `c` hold
+/// no credentials yet. The device flow is forced (no display) and the
+/// headless user approves every new device code.
+fn login_required_env() -> (TestEnv, FakeSso) {
+    let (env, fake) = sso_env();
+    for v in ["DISPLAY", "WAYLAND_DISPLAY", "BROWSER"] {
+        env.set_env(v, "");
+    }
+    add_sso(&env, "a", "123456789012", "A");
+    add_sso(&env, "b", "123456789012", "B");
+    add_sso(&env, "c", "123456789012", "C");
+    device_login(&env, &fake, &["corp"]);
+    cp(&env, "a");
+    fake.revoke_all();
+    fake.auto_approve(true);
+    // Non-interactive: fails fast with the hint, offers nothing.
+    let mut cmd = detached(&env, &["credential-process", "b"]);
+    let (_, out, took) = run_limited(&mut cmd, LIMIT);
+    assert!(!out.status.success(), "served with revoked tokens");
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert!(!stderr(&out).contains("[Y/n]"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(fake.count("/device_authorization"), 1);
+    (env, fake)
+}
+
+/// An interactive `credential-process` (stdout captured as an SDK would, a terminal to ask on)
+/// in state `login_required` offers the login on the terminal, runs it (device code: no
+/// display) and serves the retried fetch.
+#[test]
+fn sso_interactive_consumer_offers_the_login() {
+    let (env, fake) = login_required_env();
+    let out_file = env.scratch("cp.json");
+    let child = on_a_tty(
+        &env,
+        &format!("{BIN} credential-process b > {}", out_file.display()),
+        "y\n",
+    );
+    let out = wait_output(child, LIMIT);
+    let tty = stdout(&out);
+    assert!(out.status.success(), "{tty}{}", stderr(&out));
+    assert_contains(
+        &tty,
+        &["log in to corp now? [Y/n]", "ABCD-", "logged in to"],
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-B"),
+        "{v}"
+    );
+    assert_eq!(fake.count("/device_authorization"), 2, "one new login");
+    // Every session of the start URL is back, with no further login.
+    cp(&env, "c");
+    assert_eq!(fake.count("/device_authorization"), 2);
+
+    // "n" declines: the error stands.
+    fake.revoke_all();
+    env.run_ok(&["daemon", "remove", "c"]);
+    let child = on_a_tty(&env, &format!("{BIN} credential-process c"), "n\n");
+    let out = wait_output(child, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(&stdout(&out), &["[Y/n]", "run `elhaz sso login corp`"]);
+    assert_eq!(
+        fake.count("/device_authorization"),
+        2,
+        "declined, yet logged in"
+    );
+}
+
+/// Two interactive commands for one start URL at once (`exec` and `credential-process`, as
+/// after a laptop wakes): one device authorization; the second waits for the first's login
+/// and is served by it.
+#[test]
+fn sso_two_interactive_consumers_one_login() {
+    let (env, fake) = login_required_env();
+    // The user approves only once the first login's device code is out, so the second
+    // command certainly meets the first one's login under way.
+    fake.auto_approve(false);
+    let a = on_a_tty(
+        &env,
+        &format!("{BIN} exec b -- sh -c 'echo KEY=$AWS_ACCESS_KEY_ID'"),
+        "y\n",
+    );
+    let b = on_a_tty(&env, &format!("{BIN} credential-process c"), "y\n");
+    assert!(
+        wait_until(LIMIT, || fake.devices() > 1),
+        "no login was started"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    fake.approve_pending();
+    let (a, b) = (wait_output(a, LIMIT), wait_output(b, LIMIT));
+    assert!(a.status.success(), "exec: {}{}", stdout(&a), stderr(&a));
+    assert!(
+        b.status.success(),
+        "credential-process: {}{}",
+        stdout(&b),
+        stderr(&b)
+    );
+    assert_contains(&stdout(&a), &["KEY=ASIASSO"]);
+    let both = format!("{}{}", stdout(&a), stdout(&b));
+    assert_eq!(
+        both.matches("[Y/n]").count(),
+        1,
+        "one offer, the other command waited for it:\n{both}"
+    );
+    assert_contains(&both, &["is running; waiting for it"]);
+    assert_contains(&stdout(&b), &["AccessKeyId"]);
+    assert_eq!(
+        fake.count("/device_authorization"),
+        2,
+        "more than one login for one start URL\n--- a ---\n{}\n--- b ---\n{}",
+        stdout(&a),
+        stdout(&b)
+    );
+}
+
+/// The OIDC service itself says the device code expired (`expired_token`, before the expiry it
+/// announced): a clear message naming the command to run again.
+#[test]
+fn sso_device_code_expired_by_the_service() {
+    let (env, fake) = sso_env();
+    let mut cmd = env.cmd(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    assert!(
+        wait_until(LIMIT, || fake.grants("device_code") >= 1),
+        "the CLI never polled"
+    );
+    fake.expire_device_codes();
+    let out = wait_output(child, LIMIT);
+    assert!(!out.status.success());
+    assert_contains(
+        &stderr(&out),
+        &["device code expired", "elhaz sso login corp"],
+    );
+    assert!(
+        fake.grants("device_code") >= 2,
+        "the expiry came from a poll"
+    );
+    assert!(!cache_file(&env, "corp").exists());
+}
+
+/// Two `elhaz sso login` for one start URL at once: one device authorization; the second
+/// waits for the first and finds its token.
+#[test]
+fn sso_concurrent_logins_join_one_flow() {
+    let (env, fake) = sso_env();
+    let spawn = || {
+        let mut cmd = env.cmd(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    assert!(
+        wait_until(LIMIT, || fake.devices() >= 1),
+        "no login was started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    fake.approve_pending();
+    let (a, b) = (wait_output(a, LIMIT), wait_output(b, LIMIT));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    assert_eq!(fake.count("/device_authorization"), 1);
+    let both = format!("{}{}", stderr(&a), stderr(&b));
+    assert_contains(&both, &["is running; waiting for it", "already logged in"]);
+}
+
+/// A `profile = "P"` source whose AWS profile uses an `sso_session` (the SDK's own SSO
+/// provider in the daemon) works on the token `elhaz sso login` cached.
+#[test]
+fn sso_profile_source_uses_the_cached_login() {
+    let (env, fake) = sso_env();
+    std::fs::write(
+        env.scratch("aws-config"),
+        format!(
+            "[profile ssop]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Dev\nregion = eu-west-1\n\n[sso-session corp]\nsso_start_url = {}\nsso_region = eu-west-1\nsso_registration_scopes = sso:account:access\n",
+            fake.start_url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(env.configs_dir()).unwrap();
+    std::fs::write(env.config_file("viaprofile"), "profile = \"ssop\"\n").unwrap();
+    device_login(&env, &fake, &["corp"]);
+    let v = cp(&env, "viaprofile");
+    assert!(
+        v["SessionToken"]
+            .as_str()
+            .unwrap()
+            .contains("123456789012-Dev"),
+        "{v}"
+    );
+    assert_eq!(fake.count("/device_authorization"), 1);
 }

@@ -79,7 +79,7 @@ if mode == "hold":
 elif mode == "ping":
     s = conn()
     try:
-        s.sendall(frame({"protocol": 3, "id": 7, "op": "ping"}))
+        s.sendall(frame({"protocol": 4, "id": 7, "op": "ping"}))
     except OSError:
         pass  # a refused peer may be closed before its request is written; read the reply
     print(json.dumps(read_frame(s)), flush=True)
@@ -87,7 +87,7 @@ elif mode == "flood":
     n, length = int(sys.argv[3]), int(sys.argv[4])
     s = conn()
     s.settimeout(120)
-    payload = frame({"protocol": 3, "id": 1, "op": "credentials", "name": "a" * length})
+    payload = frame({"protocol": 4, "id": 1, "op": "credentials", "name": "a" * length})
     def writer():
         try:
             for _ in range(n):
@@ -226,7 +226,7 @@ impl Drop for Holder {
 fn owner_ping(socket: &Path) -> Duration {
     let started = Instant::now();
     let mut c = RawConn::connect(socket);
-    let reply = c.request(r#"{"protocol":3,"id":3,"op":"ping"}"#);
+    let reply = c.request(r#"{"protocol":4,"id":3,"op":"ping"}"#);
     assert!(reply["ok"].is_object(), "{reply}");
     started.elapsed()
 }

@@ -1685,9 +1685,30 @@ mod redacting {
             visitor.visit_newtype_struct(self).map_err(|e| e.at(span))
         }
 
+        /// A unit variant is spelt as a string (`sso_token_cache = "memory"`); anything else
+        /// goes through `deserialize_any` (and is refused by the enum's visitor).
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, DeError> {
+            let span = self.v.span();
+            match self.v.get_ref() {
+                DeValue::String(s) => {
+                    let d: de::value::StrDeserializer<'_, DeError> = s.as_ref().into_deserializer();
+                    visitor.visit_enum(d).map_err(|e| e.at(span))
+                }
+                _ => {
+                    let _ = (name, variants);
+                    self.deserialize_any(visitor)
+                }
+            }
+        }
+
         serde::forward_to_deserialize_any! {
             bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf unit unit_struct seq tuple tuple_struct map struct enum identifier
+            byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
             ignored_any
         }
     }
@@ -2080,6 +2101,26 @@ region = "eu-west-1"
         std::fs::write(&f, "stop_timeout = \"2h\"\n").unwrap();
         let e = Settings::load(&f).unwrap_err().to_string();
         assert!(e.contains("stop_timeout") && e.contains("1 hour"), "{e}");
+    }
+
+    /// A unit-variant enum is spelt as a string (the redacting deserializer once refused it).
+    #[test]
+    fn settings_enum_from_a_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("elhaz.toml");
+        std::fs::write(&f, "sso_token_cache = \"memory\"\n").unwrap();
+        let s = Settings::load(&f).unwrap();
+        assert_eq!(s.sso_token_cache, Some(SsoTokenCache::Memory));
+        std::fs::write(&f, "sso_token_cache = \"aws\"\n").unwrap();
+        assert_eq!(
+            Settings::load(&f).unwrap().sso_token_cache,
+            Some(SsoTokenCache::Aws)
+        );
+        std::fs::write(&f, "sso_token_cache = \"disk\"\n").unwrap();
+        let e = Settings::load(&f).unwrap_err().to_string();
+        assert!(e.contains("sso_token_cache") && e.contains("memory"), "{e}");
+        std::fs::write(&f, "sso_token_cache = 1\n").unwrap();
+        assert!(Settings::load(&f).is_err());
     }
 
     #[test]

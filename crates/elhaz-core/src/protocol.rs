@@ -1,7 +1,7 @@
 //! The wire types shared by the CLI and the daemon.
 //!
 //! Every frame is one JSON object (see [`crate::codec`] for framing). A request is
-//! `{"protocol":3,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
+//! `{"protocol":4,"id":7,"op":"credentials","name":"dev"}`; the reply echoes `protocol` and
 //! `id` and carries either `"ok":{"kind":…}` or `"error":{"code":…,"message":…}`. Every
 //! request gets exactly one reply frame, except `list`, whose reply may be split over several
 //! `sessions` frames (see [`Response::Sessions`]).
@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 ///
 /// History: 1 — the first version; 2 — `list` replies may span several frames (`more`) and
 /// `list` takes `state` / `pattern` filters; 3 — a request may carry a delegate `token`
-/// (an older daemon would ignore it and judge the peer by uid alone, so it is a bump).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (an older daemon would ignore it and judge the peer by uid alone, so it is a bump);
+/// 4 — the IAM Identity Center requests `sso_login` / `sso_status` / `sso_logout`, and a
+/// `login_required` error names its login (`sso`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame (JSON payload, excluding the 4-byte length prefix) either side accepts.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -140,6 +142,91 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mfa_code: Option<String>,
     },
+    /// Hands the daemon an IAM Identity Center token that `elhaz sso login` obtained, for
+    /// every session of that start URL. The owner's only (an admin request): the one way a
+    /// token reaches a daemon with `sso_token_cache = "memory"`.
+    SsoLogin {
+        /// The login the token belongs to.
+        sso: SsoTarget,
+        /// The token (redacted from `Debug`, zeroized on drop).
+        sso_token: SsoToken,
+    },
+    /// The daemon's IAM Identity Center logins: expiry, refresh token present, state. No
+    /// secret in the reply; the owner's only.
+    SsoStatus,
+    /// Drops the daemon's token of a login, first calling the portal's Logout with it when
+    /// `portal_logout` is set. The owner's only.
+    SsoLogout {
+        /// The login to end.
+        sso: SsoTarget,
+        /// Call the portal's Logout with the daemon's token (memory-only mode, where no
+        /// other copy exists).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        portal_logout: bool,
+    },
+}
+
+/// An IAM Identity Center login as the wire names it: the `[sso_sessions]` name, when the
+/// config used one, and the start URL and region (the daemon re-resolves a named one from its
+/// `elhaz.toml` and refuses a mismatch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoTarget {
+    /// The `[sso_sessions.NAME]` name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_session: Option<String>,
+    /// The AWS access portal URL.
+    pub start_url: String,
+    /// The IAM Identity Center region.
+    pub region: String,
+}
+
+/// An IAM Identity Center OIDC token on the wire (`sso_login`): every string zeroized on
+/// drop, `Debug` shows only the expiry.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+pub struct SsoToken {
+    /// The portal bearer token.
+    pub access_token: String,
+    /// When it expires (RFC 3339, UTC).
+    pub expires_at: String,
+    /// The refresh token, when the login's scopes included `sso:account:access`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The registered OIDC client (for refreshes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The registered client's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// When the client registration expires (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for SsoToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoToken")
+            .field("expires_at", &self.expires_at)
+            .field("refresh_token", &self.refresh_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One IAM Identity Center login the daemon holds (`sso_status`). Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoLoginInfo {
+    /// The login.
+    pub sso: SsoTarget,
+    /// When the held access token expires (RFC 3339, UTC); absent without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Whether a refresh token is held (renewed silently).
+    pub refresh_token: bool,
+    /// The sessions of this login are in state `login_required`.
+    pub login_required: bool,
+    /// Cached sessions that use this login.
+    pub sessions: Vec<String>,
 }
 
 impl std::fmt::Debug for Request {
@@ -159,6 +246,9 @@ impl std::fmt::Debug for Request {
                 write!(f, "Whoami({name}, mfa={})", mfa_code.is_some())
             }
             Request::ConsoleCredentials { name, .. } => write!(f, "ConsoleCredentials({name})"),
+            Request::SsoLogin { sso, .. } => write!(f, "SsoLogin({}, <redacted>)", sso.start_url),
+            Request::SsoStatus => f.write_str("SsoStatus"),
+            Request::SsoLogout { sso, .. } => write!(f, "SsoLogout({})", sso.start_url),
         }
     }
 }
@@ -176,14 +266,24 @@ impl Request {
             Request::Credentials { .. } => "credentials",
             Request::Whoami { .. } => "whoami",
             Request::ConsoleCredentials { .. } => "console_credentials",
+            Request::SsoLogin { .. } => "sso_login",
+            Request::SsoStatus => "sso_status",
+            Request::SsoLogout { .. } => "sso_logout",
         }
     }
 
-    /// Whether this request changes the daemon (refused to non-owner peers in shared mode).
+    /// Whether this request is the owner's only: it changes the daemon, or carries or
+    /// describes an IAM Identity Center login (refused to shared-mode peers and to delegate
+    /// tokens alike).
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Request::Stop | Request::Add { .. } | Request::Remove { .. }
+            Request::Stop
+                | Request::Add { .. }
+                | Request::Remove { .. }
+                | Request::SsoLogin { .. }
+                | Request::SsoStatus
+                | Request::SsoLogout { .. }
         )
     }
 }
@@ -255,6 +355,28 @@ pub enum Response {
     Credentials(WireCredentials),
     /// Reply to [`Request::Whoami`].
     Identity(Identity),
+    /// Reply to [`Request::SsoLogin`]: the daemon holds the token now.
+    SsoLoggedIn {
+        /// The login.
+        sso: SsoTarget,
+        /// When the token expires.
+        expires_at: String,
+    },
+    /// Reply to [`Request::SsoStatus`].
+    SsoStatus {
+        /// Every login the daemon knows, by start URL.
+        logins: Vec<SsoLoginInfo>,
+    },
+    /// Reply to [`Request::SsoLogout`].
+    SsoLoggedOut {
+        /// The login.
+        sso: SsoTarget,
+        /// Whether the daemon held a token for it.
+        had_token: bool,
+        /// The portal's Logout failed (best effort: the token is dropped regardless).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        portal_error: Option<String>,
+    },
 }
 
 /// Daemon status.
@@ -490,6 +612,10 @@ pub struct WireError {
     /// For `mfa_required`: the MFA device serial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_serial: Option<String>,
+    /// For `login_required`: the IAM Identity Center login to run (an interactive CLI offers
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<Box<SsoTarget>>,
 }
 
 impl WireError {
@@ -510,6 +636,7 @@ impl WireError {
             message,
             protocol: None,
             mfa_serial: None,
+            sso: None,
         }
     }
 }
@@ -676,13 +803,13 @@ mod tests {
     /// change is deliberate, update docs/protocol.md, the golden fixtures and CHANGELOG.md.
     #[test]
     fn protocol_version_is_pinned() {
-        assert_eq!(PROTOCOL_VERSION, 3);
+        assert_eq!(PROTOCOL_VERSION, 4);
     }
 
     #[test]
     fn request_frame_shape() {
         let mut f = RequestFrame {
-            protocol: 3,
+            protocol: 4,
             id: 7,
             token: None,
             request: Request::Credentials {
@@ -692,12 +819,12 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&f).unwrap(),
-            r#"{"protocol":3,"id":7,"op":"credentials","name":"dev"}"#
+            r#"{"protocol":4,"id":7,"op":"credentials","name":"dev"}"#
         );
         f.token = Some(Token::new("t0k3n-t0k3n-t0k3n".into()));
         assert_eq!(
             serde_json::to_string(&f).unwrap(),
-            r#"{"protocol":3,"id":7,"token":"t0k3n-t0k3n-t0k3n","op":"credentials","name":"dev"}"#
+            r#"{"protocol":4,"id":7,"token":"t0k3n-t0k3n-t0k3n","op":"credentials","name":"dev"}"#
         );
         assert!(!format!("{f:?}").contains("t0k3n"));
     }

@@ -8,31 +8,43 @@
 //!   AWS CLI's cache file; the daemon never opens a browser and never prompts. The daemon
 //!   re-reads that file whenever it needs a token it does not hold, so a login — elhaz's, the
 //!   AWS CLI v2's, or botocore's — is picked up by every session of the start URL at the next
-//!   request (within the engine's 2 s negative cache). Concurrent `sso login` runs for one start
-//!   URL take a lock file in the run dir; the second waits and then finds the first one's token.
+//!   request. Concurrent logins for one start URL (`sso login`, or an interactive consumer
+//!   offering one) take a lock file in the run dir; the second waits and then finds the first
+//!   one's token.
 //! - **Where the token lives.** In the daemon, per start URL ([`Sso`]), in a struct that zeroizes
 //!   its strings on drop; by default also in `~/.aws/sso/cache/<sha1>.json` (0600, written to a
 //!   temp file then renamed), the file name and fields the AWS CLI v2 and botocore use, so one
 //!   login serves them all. `sso_token_cache = "memory"` in `elhaz.toml` keeps it off disk: the
-//!   daemon then neither reads nor writes the cache. The trade-off is in docs/security.md.
-//! - **Silent refresh.** Each start URL has a background task that renews the access token with
-//!   the refresh token `min(15 min, lifetime / 3)` before it expires (botocore's window), and
-//!   a fetch that finds the token inside that window renews it first. The cache is shared
+//!   CLI hands the token over the socket instead (`sso_login`, owner only, [`Sso::adopt`]), and
+//!   the daemon neither reads nor writes the cache. The trade-off (no sharing with other tools,
+//!   a new login after every daemon restart) is in docs/security.md.
+//! - **Silent refresh.** Each start URL has a background renewer that renews the access token
+//!   with the refresh token `min(15 min, lifetime / 3)` before it expires (botocore's window),
+//!   and a fetch that finds the token inside that window renews it first. The cache is shared
 //!   state (refresh tokens may rotate on use), so it is re-read before every refresh. A token
 //!   whose renewal was refused is used to its end; once it has expired (or the portal refuses
 //!   it) and no refresh token is left or the OIDC service rejects it, the start URL is marked
 //!   `login_required`: fetches then fail at once, with no network call, with
-//!   [`ErrorCode::LoginRequired`] and a message naming the command to run, until a different
-//!   token appears in the cache (a new login); the engine reports the sessions in state
-//!   `login_required`.
-//!   Nothing in the daemon ever opens a browser, so a laptop waking up asks for nothing: the
-//!   user runs one `elhaz sso login` per start URL.
+//!   [`ErrorCode::LoginRequired`] (carrying the login, so an interactive CLI can offer it) and
+//!   a message naming the command to run, until a different token appears (a new login); the
+//!   engine reports the sessions in state `login_required`.
+//!   Nothing in the daemon ever opens a browser, so a laptop waking up asks for nothing by
+//!   itself: the first interactive command offers one login per start URL (the lock above
+//!   makes every other wait for it), non-interactive ones fail fast with the hint.
+//! - **The renewer's lifetime.** A renewer runs only while a cached session uses its start URL
+//!   (the engine reports evictions through `Fetch::session_retired`) and ends with the last
+//!   one, or at `sso logout`; the token itself stays until logout, so a session loaded later
+//!   renews it on its first fetch and restarts the renewer. While it holds no token it can
+//!   renew it sleeps on a `Notify` with no timer, so an idle daemon is not woken; a renewal
+//!   that fails for a passing reason is retried after 30 s, doubling to 5 min. The trade-off:
+//!   an idle start URL's token is not kept fresh, so the first fetch after a long idle spell
+//!   pays one refresh call.
 //! - **Role credentials** come from `GetRoleCredentials` like any other fetch; the engine's
 //!   refresh-ahead schedules them. A chained `[role]` on top is assumed by the STS code.
 //! - **Endpoints** follow the SDK: `AWS_ENDPOINT_URL_SSO_OIDC`, `AWS_ENDPOINT_URL_SSO`,
 //!   `AWS_ENDPOINT_URL`. The client crate (`client.rs`) knows nothing of this module.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +88,55 @@ impl Target {
     /// start URL for legacy profiles.
     pub fn cache_key(&self) -> &str {
         self.session_name.as_deref().unwrap_or(&self.start_url)
+    }
+
+    /// The target as the wire names it.
+    pub fn to_wire(&self) -> crate::protocol::SsoTarget {
+        crate::protocol::SsoTarget {
+            sso_session: self.session_name.clone(),
+            start_url: self.start_url.clone(),
+            region: self.region.clone(),
+        }
+    }
+
+    /// The target a wire name stands for: a named one is resolved from `settings` (and must
+    /// have the start URL the peer saw), an unnamed one takes the default scope.
+    pub fn from_wire(
+        wire: &crate::protocol::SsoTarget,
+        settings: &Settings,
+    ) -> Result<Target, WireError> {
+        let t = match &wire.sso_session {
+            Some(name) => Target::named(name, settings)?,
+            None => {
+                crate::config::check_start_url(&wire.start_url).map_err(|m| {
+                    WireError::new(ErrorCode::BadRequest, format!("start_url: {m}"))
+                })?;
+                let region: crate::config::Region = wire
+                    .region
+                    .parse()
+                    .map_err(|m| WireError::new(ErrorCode::BadRequest, format!("region: {m}")))?;
+                Target {
+                    session_name: None,
+                    start_url: wire.start_url.clone(),
+                    region: region.0,
+                    scopes: vec![DEFAULT_SCOPE.into()],
+                }
+            }
+        };
+        if t.start_url != wire.start_url || t.region != wire.region {
+            return Err(WireError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "[sso_sessions.{}] in the daemon's elhaz.toml is {} in {}, not {} in {}",
+                    wire.sso_session.as_deref().unwrap_or("?"),
+                    t.start_url,
+                    t.region,
+                    wire.start_url,
+                    wire.region
+                ),
+            ));
+        }
+        Ok(t)
     }
 
     /// The command that logs in to this target.
@@ -198,6 +259,34 @@ impl CachedToken {
     }
 }
 
+impl CachedToken {
+    /// The token as `sso_login` carries it.
+    pub fn to_wire(&self) -> crate::protocol::SsoToken {
+        crate::protocol::SsoToken {
+            access_token: self.access_token.clone(),
+            expires_at: self.expires_at.clone(),
+            refresh_token: self.refresh_token.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            registration_expires_at: self.registration_expires_at.clone(),
+        }
+    }
+
+    /// The token an `sso_login` carried, for `target`.
+    pub fn from_wire(target: &Target, t: &crate::protocol::SsoToken) -> CachedToken {
+        CachedToken {
+            start_url: target.start_url.clone(),
+            region: target.region.clone(),
+            access_token: t.access_token.clone(),
+            expires_at: t.expires_at.clone(),
+            client_id: t.client_id.clone(),
+            client_secret: t.client_secret.clone(),
+            registration_expires_at: t.registration_expires_at.clone(),
+            refresh_token: t.refresh_token.clone(),
+        }
+    }
+}
+
 /// Parses the cache's times: RFC 3339 (`…Z`, or botocore's `…UTC`).
 fn parse_time(s: &str) -> Option<SystemTime> {
     let s = s.trim();
@@ -277,6 +366,42 @@ struct Entry {
     token: tokio::sync::Mutex<Option<(CachedToken, Option<Duration>)>>,
     /// No usable token and no way to refresh silently.
     login_required: AtomicBool,
+    /// The sessions that fetched through this login and are still cached (the engine says
+    /// when one goes: [`Sso::session_retired`]). The renewer runs only while this is not
+    /// empty.
+    users: Mutex<BTreeSet<String>>,
+    /// Wakes the renewer: a new token, a user gone, the entry closed.
+    wake: tokio::sync::Notify,
+    /// Dropped from the daemon (`sso logout`, or replaced by another target for the key).
+    closed: AtomicBool,
+    /// Whether a renewer task runs for this entry.
+    renewing: AtomicBool,
+    /// Times the renewer woke up (tests check it stays idle when there is nothing to renew).
+    wakeups: std::sync::atomic::AtomicU64,
+}
+
+impl Entry {
+    fn new(target: &Target) -> Entry {
+        Entry {
+            target: target.clone(),
+            token: tokio::sync::Mutex::new(None),
+            login_required: AtomicBool::new(false),
+            users: Mutex::new(BTreeSet::new()),
+            wake: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
+            renewing: AtomicBool::new(false),
+            wakeups: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the renewer has a reason to run.
+    fn wanted(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst) && !self.users().is_empty()
+    }
 }
 
 /// The daemon's IAM Identity Center state: one [`Entry`] per cache key, the OIDC and portal
@@ -311,22 +436,112 @@ impl Sso {
         }
     }
 
-    fn entry(self: &Arc<Self>, target: &Target) -> Arc<Entry> {
+    fn entry(&self, target: &Target) -> Arc<Entry> {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map.get(target.cache_key())
             && e.target == *target
         {
             return e.clone();
         }
-        let e = Arc::new(Entry {
-            target: target.clone(),
-            token: tokio::sync::Mutex::new(None),
-            login_required: AtomicBool::new(false),
-        });
-        map.insert(target.cache_key().to_string(), e.clone());
-        drop(map);
-        tokio::spawn(refresher(Arc::downgrade(self), e.clone()));
+        let e = Arc::new(Entry::new(target));
+        if let Some(old) = map.insert(target.cache_key().to_string(), e.clone()) {
+            // The key now names another login (its config changed): the old one ends.
+            old.closed.store(true, Ordering::SeqCst);
+            old.wake.notify_one();
+        }
         e
+    }
+
+    /// Starts the entry's renewer unless one runs (or there is no user to renew for).
+    fn ensure_renewer(self: &Arc<Self>, entry: &Arc<Entry>) -> Option<tokio::task::JoinHandle<()>> {
+        if !entry.wanted() || entry.renewing.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        Some(tokio::spawn(refresher(Arc::downgrade(self), entry.clone())))
+    }
+
+    /// The engine dropped session `name` (removed, evicted, reloaded): it no longer keeps a
+    /// renewer alive. The held token stays (a later fetch may use or refresh it).
+    pub fn session_retired(&self, name: &str) {
+        let entries: Vec<Arc<Entry>> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for e in entries {
+            let now_unused = {
+                let mut users = e.users();
+                users.remove(name) && users.is_empty()
+            };
+            if now_unused {
+                e.wake.notify_one();
+            }
+        }
+    }
+
+    /// Every login the daemon holds, for `sso_status` (no secret).
+    pub async fn status(&self) -> Vec<crate::protocol::SsoLoginInfo> {
+        let mut entries: Vec<Arc<Entry>> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        entries.sort_by(|a, b| a.target.cache_key().cmp(b.target.cache_key()));
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let guard = e.token.lock().await;
+            let token = guard.as_ref().map(|(t, _)| t);
+            out.push(crate::protocol::SsoLoginInfo {
+                sso: e.target.to_wire(),
+                expires_at: token.map(|t| t.expires_at.clone()),
+                refresh_token: token.is_some_and(|t| t.refresh_token.is_some()),
+                login_required: e.login_required.load(Ordering::Relaxed),
+                sessions: e.users().iter().cloned().collect(),
+            });
+        }
+        out
+    }
+
+    /// Drops the daemon's token of `target` (`sso logout`); with `portal`, first calls the
+    /// portal's Logout with it. Returns whether a token was held and the portal's failure.
+    pub async fn logout(&self, target: &Target, portal: bool) -> (bool, Option<String>) {
+        let entry = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target.cache_key());
+        let Some(entry) = entry else {
+            return (false, None);
+        };
+        entry.closed.store(true, Ordering::SeqCst);
+        entry.wake.notify_one();
+        let token = entry.token.lock().await.take();
+        let Some((token, _)) = token else {
+            return (false, None);
+        };
+        let mut failed = None;
+        if portal {
+            let out = self
+                .portal
+                .logout()
+                .access_token(&token.access_token)
+                .customize()
+                .config_override(
+                    aws_sdk_sso::config::Builder::default()
+                        .region(aws_sdk_sso::config::Region::new(target.region.clone())),
+                )
+                .send()
+                .await;
+            if let Err(e) = out {
+                failed = Some(classify("SSO Logout", &e).message);
+            }
+        }
+        tracing::info!(start_url = %target.start_url, "SSO token dropped (logout)");
+        (true, failed)
     }
 
     /// Role credentials of an `[sso]` config through GetRoleCredentials.
@@ -339,6 +554,8 @@ impl Sso {
         let settings = settings();
         let target = Target::resolve(sso, &settings)?;
         let entry = self.entry(&target);
+        entry.users().insert(name.to_string());
+        self.ensure_renewer(&entry);
         let disk = disk_cache(&settings);
         for attempt in 0..2 {
             let token = self.access_token(&entry, disk, attempt > 0).await?;
@@ -417,6 +634,7 @@ impl Sso {
         if replaced {
             // Someone logged in (elhaz, the AWS CLI, botocore): a fresh start.
             entry.login_required.store(false, Ordering::Relaxed);
+            entry.wake.notify_one();
         } else if entry.login_required.load(Ordering::Relaxed) {
             // Fail at once, with no network call, until a new token appears.
             return Err(login_required(
@@ -533,11 +751,17 @@ impl Sso {
         }
     }
 
-    /// Hands a fresh token to the daemon (memory-only mode, or after a login).
+    /// Takes a token `elhaz sso login` handed over (`sso_login`): every session of the start
+    /// URL uses it at once, and it is renewed like one the daemon obtained. Nothing is written
+    /// to the AWS CLI's cache here (in the default mode the CLI wrote it already).
     pub async fn adopt(self: &Arc<Self>, target: &Target, token: CachedToken) {
         let entry = self.entry(target);
-        *entry.token.lock().await = Some((token, None));
+        let lifetime = token.remaining();
+        *entry.token.lock().await = Some((token, Some(lifetime)));
         entry.login_required.store(false, Ordering::Relaxed);
+        entry.wake.notify_one();
+        self.ensure_renewer(&entry);
+        tracing::info!(start_url = %target.start_url, "SSO token handed over by `elhaz sso login`");
     }
 }
 
@@ -565,18 +789,62 @@ fn adopt_disk(slot: &mut Option<(CachedToken, Option<Duration>)>, target: &Targe
     }
 }
 
+/// How long the renewer waits after a renewal that failed for a passing reason (network,
+/// throttling), doubling from 30 s up to 5 min.
+fn retry_after(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    (Duration::from_secs(30) * 2u32.saturating_pow(failures.min(5) - 1))
+        .min(Duration::from_secs(300))
+}
+
 /// The background renewal of one start URL's access token.
+///
+/// It sleeps until the token is due for renewal, and only while it holds a token it can
+/// renew; otherwise it waits for [`Entry::wake`] alone (no timer, so an idle or logged-out
+/// start URL never wakes the daemon). It ends when no cached session uses the start URL, when
+/// the entry is dropped (`sso logout`), or when the daemon's fetcher goes. Bounded: one
+/// iteration per renewal attempt or wake-up.
 async fn refresher(sso: Weak<Sso>, entry: Arc<Entry>) {
-    // Bounded: one iteration per renewal or per minute; ends when the daemon's fetcher goes.
+    let mut failures = 0u32;
     loop {
+        if !entry.wanted() {
+            entry.renewing.store(false, Ordering::SeqCst);
+            // A user may have arrived between the check and the store: keep running then.
+            if !entry.wanted() || entry.renewing.swap(true, Ordering::SeqCst) {
+                tracing::debug!(start_url = %entry.target.start_url, "SSO renewer ends: no session uses it");
+                return;
+            }
+        }
         let wait = {
             let guard = entry.token.lock().await;
             match guard.as_ref() {
-                Some((t, life)) if t.can_refresh() => t.remaining().saturating_sub(ahead(*life)),
-                _ => Duration::from_secs(60),
+                Some((t, life)) if t.can_refresh() => Some(
+                    t.remaining()
+                        .saturating_sub(ahead(*life))
+                        .max(retry_after(failures))
+                        .clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+                ),
+                _ => None,
             }
         };
-        tokio::time::sleep(wait.clamp(Duration::from_secs(1), Duration::from_secs(3600))).await;
+        let woken = match wait {
+            None => {
+                entry.wake.notified().await;
+                true
+            }
+            Some(w) => tokio::select! {
+                () = tokio::time::sleep(w) => false,
+                () = entry.wake.notified() => true,
+            },
+        };
+        entry.wakeups.fetch_add(1, Ordering::Relaxed);
+        if woken {
+            // Something changed (a token, the users): look again.
+            failures = 0;
+            continue;
+        }
         let Some(sso) = sso.upgrade() else { return };
         let disk = disk_cache(&settings());
         let mut guard = entry.token.lock().await;
@@ -588,26 +856,28 @@ async fn refresher(sso: Weak<Sso>, entry: Arc<Entry>) {
         if due {
             // A refused renewal is noticed by the next fetch once the token has expired;
             // until then the token is used to its end.
-            if sso
-                .refresh_locked(&mut guard, &entry.target, disk)
-                .await
-                .is_ok()
-            {
-                entry.login_required.store(false, Ordering::Relaxed);
+            match sso.refresh_locked(&mut guard, &entry.target, disk).await {
+                Ok(()) => {
+                    failures = 0;
+                    entry.login_required.store(false, Ordering::Relaxed);
+                }
+                Err(_) => failures = failures.saturating_add(1),
             }
         }
     }
 }
 
 fn login_required(target: &Target, why: &str) -> WireError {
-    WireError::new(
+    let mut e = WireError::new(
         ErrorCode::LoginRequired,
         format!(
             "IAM Identity Center login needed for {} ({why}): run `{}`",
             target.start_url,
             target.login_hint()
         ),
-    )
+    );
+    e.sso = Some(Box::new(target.to_wire()));
+    e
 }
 
 fn classify<E, R>(op: &str, e: &aws_sdk_sso::error::SdkError<E, R>) -> WireError
@@ -959,12 +1229,29 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> Result<Str
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let mut buf = vec![0u8; 8192];
-        let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => continue,
+        // The whole request head, not just the first read: a browser may send the request
+        // line and the headers in separate segments, and answering (and closing) before the
+        // rest has arrived makes the kernel reset the connection under the browser, which
+        // then sees a broken pipe instead of our page. Bounded: 8 KiB and 5 s.
+        let mut buf = Vec::with_capacity(1024);
+        let read_head = async {
+            let mut chunk = [0u8; 1024];
+            while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok::<(), std::io::Error>(())
         };
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), read_head).await,
+            Ok(Ok(()))
+        ) {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
         let target = head
             .split_whitespace()
             .nth(1)
@@ -976,6 +1263,7 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> Result<Str
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 )
                 .await;
+            let _ = sock.shutdown().await;
             continue;
         };
         let params: HashMap<String, String> = query
@@ -1018,6 +1306,8 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> Result<Str
             body.len()
         );
         let _ = sock.write_all(reply.as_bytes()).await;
+        // FIN after the page (not a reset): the browser reads it whole.
+        let _ = sock.shutdown().await;
         return result;
     }
 }
@@ -1169,6 +1459,128 @@ mod tests {
         assert!(parse_time("2030-01-01T00:00:00UTC").is_some());
         assert!(parse_time("2030-01-01T00:00:00.123Z").is_some());
         assert!(parse_time("soon").is_none());
+    }
+
+    fn idle_sso() -> Arc<Sso> {
+        // No endpoint is ever called by these tests: the renewer only calls the OIDC service
+        // when a token is due, and none is.
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::from_static("us-east-1"))
+            .build();
+        Arc::new(Sso::new(&sdk))
+    }
+
+    fn test_target(name: &str) -> Target {
+        Target {
+            // A name no real cache file has (the renewer re-reads the cache when it wakes).
+            session_name: Some(format!("elhaz-unit-{name}-{}", std::process::id())),
+            start_url: "https://unit.awsapps.com/start".into(),
+            region: "eu-west-1".into(),
+            scopes: vec![DEFAULT_SCOPE.into()],
+        }
+    }
+
+    fn token(valid_for: Duration, refresh: bool) -> CachedToken {
+        CachedToken {
+            start_url: "https://unit.awsapps.com/start".into(),
+            region: "eu-west-1".into(),
+            access_token: "unit-access".into(),
+            expires_at: crate::credentials::rfc3339(SystemTime::now() + valid_for),
+            client_id: Some("cid".into()),
+            client_secret: Some("cs".into()),
+            registration_expires_at: None,
+            refresh_token: refresh.then(|| "unit-refresh".into()),
+        }
+    }
+
+    /// Whether the renewer task ends within a (paused-clock) second.
+    async fn ends(h: tokio::task::JoinHandle<()>) -> bool {
+        tokio::time::timeout(Duration::from_secs(1), h)
+            .await
+            .is_ok()
+    }
+
+    /// With nothing to renew the renewer sleeps without a timer (no wake-up in an hour), and it
+    /// ends when the last session using the start URL goes.
+    #[tokio::test(start_paused = true)]
+    async fn renewer_without_a_token_never_wakes_and_ends_with_its_last_user() {
+        let sso = idle_sso();
+        let t = test_target("idle");
+        let e = sso.entry(&t);
+        e.users().insert("a".into());
+        e.users().insert("b".into());
+        let h = sso
+            .ensure_renewer(&e)
+            .expect("a renewer starts for a used entry");
+        assert!(sso.ensure_renewer(&e).is_none(), "one renewer per entry");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(
+            e.wakeups.load(Ordering::Relaxed),
+            0,
+            "woke with nothing to renew"
+        );
+        // A token that cannot be renewed (no refresh token) is nothing to renew either.
+        sso.adopt(&t, token(Duration::from_secs(8 * 3600), false))
+            .await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(
+            e.wakeups.load(Ordering::Relaxed),
+            1,
+            "only the adopt woke it"
+        );
+        sso.session_retired("a");
+        tokio::task::yield_now().await;
+        assert!(!h.is_finished(), "b still uses it");
+        sso.session_retired("b");
+        assert!(ends(h).await, "the renewer outlived its last session");
+        assert!(!e.renewing.load(Ordering::SeqCst));
+        // The token stays for the next user, whose first fetch restarts a renewer.
+        assert!(e.token.lock().await.is_some());
+        e.users().insert("c".into());
+        let h = sso
+            .ensure_renewer(&e)
+            .expect("a new user restarts the renewer");
+        let (had, portal) = sso.logout(&t, false).await;
+        assert!(had && portal.is_none());
+        assert!(ends(h).await, "the renewer outlived `sso logout`");
+        assert!(e.token.lock().await.is_none(), "logout keeps the token");
+    }
+
+    /// A renewable token far from expiry: the renewer sleeps until it is due, waking at most
+    /// once an hour (the cap that survives a suspended laptop's monotonic clock).
+    #[tokio::test(start_paused = true)]
+    async fn renewer_with_a_distant_expiry_sleeps_until_due() {
+        let sso = idle_sso();
+        let t = test_target("distant");
+        let e = sso.entry(&t);
+        e.users().insert("a".into());
+        let h = sso.ensure_renewer(&e).expect("a renewer starts");
+        sso.adopt(&t, token(Duration::from_secs(8 * 3600), true))
+            .await;
+        tokio::time::sleep(Duration::from_secs(59 * 60)).await;
+        assert_eq!(
+            e.wakeups.load(Ordering::Relaxed),
+            1,
+            "only the adopt woke it"
+        );
+        tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+        assert_eq!(
+            e.wakeups.load(Ordering::Relaxed),
+            2,
+            "one wake-up in an hour"
+        );
+        sso.session_retired("a");
+        assert!(ends(h).await);
+    }
+
+    #[test]
+    fn retry_after_backs_off_to_five_minutes() {
+        assert_eq!(retry_after(0), Duration::ZERO);
+        assert_eq!(retry_after(1), Duration::from_secs(30));
+        assert_eq!(retry_after(2), Duration::from_secs(60));
+        assert_eq!(retry_after(4), Duration::from_secs(240));
+        assert_eq!(retry_after(9), Duration::from_secs(300));
     }
 
     #[test]

@@ -133,6 +133,14 @@ pub trait Fetch: Send + Sync + std::fmt::Debug + 'static {
     fn mfa_expiration(&self, _config: &SessionConfig) -> Option<SystemTime> {
         None
     }
+    /// The IAM Identity Center state, for the `sso_*` requests (`None`: this fetcher has
+    /// none, as in the engine's unit tests).
+    fn sso(&self) -> BoxFuture<Option<Arc<crate::sso::Sso>>> {
+        Box::pin(async { None })
+    }
+    /// The engine dropped session `name` (removed, evicted, replaced): per-session state
+    /// kept for it elsewhere (the SSO renewer's users) lets go.
+    fn session_retired(&self, _name: &str) {}
     /// GetFederationToken with the session's long-term keys (`elhaz console` for an IAM-user
     /// session), lasting `duration_s`.
     fn federation_token(
@@ -171,6 +179,28 @@ pub fn federation_policy(session: &str) -> (String, &'static str) {
         name,
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
     )
+}
+
+/// The credentials of `base` when they are temporary (a session token and an expiry), as a
+/// fetch result; `None` for long-term keys (or credentials that cannot be resolved now).
+async fn temporary(base: &SharedCredentialsProvider, note: Option<String>) -> Option<Fetched> {
+    let c = base.provide_credentials().await.ok()?;
+    let token = c.session_token()?.to_string();
+    let expiration = c.expiry()?;
+    Some(Fetched {
+        creds: Credentials {
+            access_key_id: c.access_key_id().to_string(),
+            secret_access_key: SecretString::from(c.secret_access_key().to_string()),
+            session_token: SecretString::from(token),
+            expiration,
+            account_id: c.account_id().map(|a| a.as_str().to_string()),
+            arn: None,
+        },
+        lifetime: expiration
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+        note,
+    })
 }
 
 /// The AWS STS implementation.
@@ -433,6 +463,16 @@ impl Inner {
             return self.sso.role_credentials(&req.name, &sso, note).await;
         }
         let base = self.base(&req).await?;
+        if cfg.role.is_none()
+            && cfg.mfa.is_none()
+            && matches!(cfg.source(), Source::Profile(_))
+            && let Some(f) = temporary(&base, note.clone()).await
+        {
+            // A profile that yields temporary credentials (an IAM Identity Center profile, a
+            // role profile): served as they are — STS refuses GetSessionToken with session
+            // credentials.
+            return Ok(f);
+        }
         let Some(role) = &cfg.role else {
             // GetSessionToken (with MFA if configured).
             let mut call = self.client.get_session_token().duration_seconds(duration);
@@ -1198,6 +1238,18 @@ impl Fetch for LazySts {
         self.cell.get()?.mfa_expiration(config)
     }
 
+    fn sso(&self) -> BoxFuture<Option<Arc<crate::sso::Sso>>> {
+        let cell = self.cell.clone();
+        Box::pin(async move { Some(cell.get_or_init(StsFetcher::load).await.inner.sso.clone()) })
+    }
+
+    fn session_retired(&self, name: &str) {
+        // Nothing to tell an engine that was never loaded.
+        if let Some(f) = self.cell.get() {
+            f.session_retired(name);
+        }
+    }
+
     fn federation_token(
         &self,
         req: FetchRequest,
@@ -1263,6 +1315,15 @@ impl Fetch for LazySts {
 }
 
 impl Fetch for StsFetcher {
+    fn sso(&self) -> BoxFuture<Option<Arc<crate::sso::Sso>>> {
+        let sso = self.inner.sso.clone();
+        Box::pin(async move { Some(sso) })
+    }
+
+    fn session_retired(&self, name: &str) {
+        self.inner.sso.session_retired(name);
+    }
+
     fn federation_token(
         &self,
         req: FetchRequest,

@@ -196,7 +196,72 @@ pub async fn handle(
         Request::ConsoleCredentials { name, duration_s } => {
             console_credentials(state, &peer, &name, duration_s).await
         }
+        Request::SsoLogin { sso, sso_token } => sso_login(state, &sso, &sso_token).await,
+        Request::SsoStatus => sso_status(state).await,
+        Request::SsoLogout { sso, portal_logout } => sso_logout(state, &sso, portal_logout).await,
     }
+}
+
+/// The daemon's IAM Identity Center state and the target a wire name stands for, resolved
+/// against the current `elhaz.toml` (re-read: `[sso_sessions]` may have changed).
+async fn sso_of(
+    state: &State,
+    sso: &crate::protocol::SsoTarget,
+) -> Result<(Arc<crate::sso::Sso>, crate::sso::Target), WireError> {
+    let engine = state.sessions.sso().await.ok_or_else(|| {
+        WireError::new(
+            ErrorCode::Internal,
+            "this daemon's credential engine has no IAM Identity Center support",
+        )
+    })?;
+    let settings =
+        crate::config::Settings::load(&state.paths.settings_file).map_err(|e| e.to_wire())?;
+    Ok((engine, crate::sso::Target::from_wire(sso, &settings)?))
+}
+
+/// `sso_login`: the owner's CLI hands over the token of a login it ran. The token is logged
+/// nowhere (not even its prefix): only the start URL and the expiry.
+async fn sso_login(
+    state: &State,
+    sso: &crate::protocol::SsoTarget,
+    token: &crate::protocol::SsoToken,
+) -> Result<Response, WireError> {
+    let (engine, target) = sso_of(state, sso).await?;
+    let cached = crate::sso::CachedToken::from_wire(&target, token);
+    if cached.remaining().is_zero() {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            "sso_login: the token is already expired (or its expires_at is not RFC 3339)",
+        ));
+    }
+    let expires_at = cached.expires_at.clone();
+    engine.adopt(&target, cached).await;
+    Ok(Response::SsoLoggedIn {
+        sso: target.to_wire(),
+        expires_at,
+    })
+}
+
+async fn sso_status(state: &State) -> Result<Response, WireError> {
+    let logins = match state.sessions.sso().await {
+        Some(engine) => engine.status().await,
+        None => Vec::new(),
+    };
+    Ok(Response::SsoStatus { logins })
+}
+
+async fn sso_logout(
+    state: &State,
+    sso: &crate::protocol::SsoTarget,
+    portal: bool,
+) -> Result<Response, WireError> {
+    let (engine, target) = sso_of(state, sso).await?;
+    let (had_token, portal_error) = engine.logout(&target, portal).await;
+    Ok(Response::SsoLoggedOut {
+        sso: target.to_wire(),
+        had_token,
+        portal_error,
+    })
 }
 
 fn ping(state: &State) -> Result<Response, WireError> {

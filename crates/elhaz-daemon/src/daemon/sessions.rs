@@ -464,10 +464,15 @@ impl Sessions {
     pub fn remove(&self, name: &str) -> bool {
         let popped = self.engine.lock().pop(name);
         if let Some(s) = &popped {
-            s.retire();
+            self.engine.retire(s);
             tracing::info!(session = name, "session removed");
         }
         popped.is_some()
+    }
+
+    /// The fetcher's IAM Identity Center state (for the `sso_*` requests).
+    pub async fn sso(&self) -> Option<Arc<crate::sso::Sso>> {
+        self.engine.fetcher.sso().await
     }
 
     /// Evicts every session, cancelling their refreshers and dropping their credentials.
@@ -479,7 +484,7 @@ impl Sessions {
             v
         };
         for s in all {
-            s.retire();
+            self.engine.retire(&s);
         }
     }
 
@@ -656,14 +661,14 @@ impl Engine {
         let evicted = cache.push(name.to_string(), session.clone());
         drop(cache);
         if let Some(old) = replaced {
-            old.retire();
+            self.retire(&old);
             tracing::info!(
                 session = name,
                 "session reloaded: its config changed; cached credentials dropped"
             );
         }
         if let Some((old_name, old)) = evicted {
-            old.retire();
+            self.retire(&old);
             tracing::info!(session = %old_name, capacity = self.lock().cap().get(), "session evicted (least recently used)");
         }
         tracing::info!(
@@ -690,9 +695,16 @@ impl Engine {
     fn evict(&self, name: &str) -> bool {
         let popped = self.lock().pop(name);
         if let Some(s) = &popped {
-            s.retire();
+            self.retire(s);
         }
         popped.is_some()
+    }
+
+    /// Retires a session that left the cache and tells the fetcher (its SSO renewer, say, may
+    /// have no user left).
+    fn retire(&self, s: &Session) {
+        s.retire();
+        self.fetcher.session_retired(&s.name);
     }
 
     /// Rejects chains that loop or run too deep (a loop would wait on itself).
@@ -749,11 +761,14 @@ impl Engine {
                 // Negative cache: a fresh failure is answered from memory, unless this request
                 // brings the MFA code the failure asked for.
                 // A "needs a code" answer is never cached: asking again costs no STS call, and
-                // another client's code may have created the MFA session meanwhile.
+                // another client's code may have created the MFA session meanwhile. Nor is
+                // `login_required`: the SSO layer answers it with no network call, and a login
+                // just handed over must serve the very next request.
                 if inner.inflight.is_none()
                     && let (Some(e), Some(at)) = (&inner.last_error, inner.failed_at)
                     && now < at + NEGATIVE_TTL
                     && e.code != ErrorCode::MfaRequired
+                    && e.code != ErrorCode::LoginRequired
                 {
                     return Err(cached_failure(
                         e,
@@ -902,8 +917,10 @@ impl Engine {
                 });
                 let held = fut.await.map_err(|e| {
                     let mut w = WireError::new(e.code, format!("source session: {}", e.message));
-                    // Keep the serial so the client can prompt for the source's device.
+                    // Keep the serial so the client can prompt for the source's device, and
+                    // the login so it can offer the source's IAM Identity Center login.
                     w.mfa_serial = e.mfa_serial;
+                    w.sso = e.sso;
                     w
                 })?;
                 Some(held.creds.clone())
