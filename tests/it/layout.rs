@@ -134,3 +134,97 @@ fn the_fuzz_target_and_the_server_share_the_request_decoder() {
         );
     }
 }
+
+/// The modules of one crate's `src/` and the modules each names (`crate::NAME`, and
+/// `crate::daemon::NAME` / `super::NAME` inside `daemon/`), outside comments and unit tests.
+fn module_graph(src: &std::path::Path) -> BTreeMap<String, BTreeSet<String>> {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            if e.file_type().unwrap().is_dir() {
+                files(&e.path(), out);
+            } else if e.path().extension().is_some_and(|x| x == "rs") {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut all = Vec::new();
+    files(src, &mut all);
+    let name_of = |p: &std::path::Path| {
+        let rel = p.strip_prefix(src).unwrap().with_extension("");
+        let rel = rel.to_string_lossy().replace('/', "::");
+        rel.strip_suffix("::mod").map(str::to_string).unwrap_or(rel)
+    };
+    let modules: BTreeSet<String> = all.iter().map(|p| name_of(p)).collect();
+    let mut graph = BTreeMap::new();
+    for p in &all {
+        let me = name_of(p);
+        if me == "lib" || me == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let mut deps = BTreeSet::new();
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for (prefix, base) in [("crate::", ""), ("super::", "daemon::")] {
+                if prefix == "super::" && !me.starts_with("daemon::") {
+                    continue;
+                }
+                for part in code.split(prefix).skip(1) {
+                    let mut words = part.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+                    let first = format!("{base}{}", words.next().unwrap_or(""));
+                    let second = words.next().unwrap_or("");
+                    let nested = format!("{first}::{second}");
+                    let dep = if modules.contains(&nested) {
+                        nested
+                    } else {
+                        first
+                    };
+                    if modules.contains(&dep) && dep != me {
+                        deps.insert(dep);
+                    }
+                }
+            }
+        }
+        graph.insert(me, deps);
+    }
+    graph
+}
+
+/// Module imports within each crate form no cycle (a cycle is two modules that can only be
+/// understood, and moved, together).
+#[test]
+fn no_import_cycle_between_modules() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for src in ["crates/elhaz-core/src", "crates/elhaz-daemon/src"] {
+        let graph = module_graph(&root.join(src));
+        assert!(graph.len() > 5, "{src}: read {} modules", graph.len());
+        // Depth-first search for a back edge, reporting the cycle it closes.
+        fn visit<'a>(
+            g: &'a BTreeMap<String, BTreeSet<String>>,
+            n: &'a str,
+            stack: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = stack.iter().position(|s| *s == n) {
+                return Some(stack[i..].iter().map(|s| s.to_string()).collect());
+            }
+            if !done.insert(n) {
+                return None;
+            }
+            stack.push(n);
+            for d in g.get(n).into_iter().flatten() {
+                if let Some(c) = visit(g, d, stack, done) {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            None
+        }
+        let mut done = BTreeSet::new();
+        for n in graph.keys() {
+            let cycle = visit(&graph, n, &mut Vec::new(), &mut done);
+            assert!(cycle.is_none(), "{src}: import cycle {cycle:?}");
+        }
+    }
+}

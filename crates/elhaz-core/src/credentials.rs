@@ -2,7 +2,7 @@
 //! `[REDACTED]`, nothing implements `Display`, and the memory is zeroized when the last
 //! reference is dropped (eviction, refresh, shutdown).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -37,6 +37,20 @@ impl Credentials {
             region,
         }
     }
+}
+
+/// Fresh credentials and how long they live.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The credentials.
+    pub creds: Credentials,
+    /// Lifetime: `Expiration − Date` on STS's clock when the answer carried a `Date`, else
+    /// `Expiration` minus when the request was sent on our clock. The engine anchors it at the
+    /// start of the fetch on both its clocks, so it never outlives the real expiration, and
+    /// `creds.expiration − lifetime` is STS's clock at the request (the skew's basis).
+    pub lifetime: Duration,
+    /// A note for `daemon list`, e.g. the chaining cap.
+    pub note: Option<String>,
 }
 
 /// Long-term access keys read once from the OS keyring.

@@ -58,9 +58,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::config::{Settings, SsoConfig, SsoTokenCache};
 use crate::credentials::Credentials;
+use crate::credentials::Fetched;
 use crate::error::display_chain;
 use crate::protocol::{ErrorCode, WireError};
-use crate::sts::Fetched;
 
 /// botocore's refresh window for SSO tokens.
 const REFRESH_AHEAD: Duration = Duration::from_secs(15 * 60);

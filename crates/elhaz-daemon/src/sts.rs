@@ -105,19 +105,7 @@ pub struct FetchRequest {
     pub mfa_code: Option<SecretString>,
 }
 
-/// Fresh credentials and how long they live.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    /// The credentials.
-    pub creds: Credentials,
-    /// Lifetime: `Expiration − Date` on STS's clock when the answer carried a `Date`, else
-    /// `Expiration` minus when the request was sent on our clock. The engine anchors it at the
-    /// start of the fetch on both its clocks, so it never outlives the real expiration, and
-    /// `creds.expiration − lifetime` is STS's clock at the request (the skew's basis).
-    pub lifetime: Duration,
-    /// A note for `daemon list`, e.g. the chaining cap.
-    pub note: Option<String>,
-}
+pub use crate::credentials::Fetched;
 
 /// A source of temporary credentials. The daemon uses [`StsFetcher`]; unit tests use fakes.
 pub trait Fetch: Send + Sync + std::fmt::Debug + 'static {
