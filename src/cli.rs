@@ -353,7 +353,7 @@ pub enum DaemonCmd {
         /// Only sessions whose name matches this glob (`*`, `?`; quote it in the shell).
         pattern: Option<String>,
         /// Only sessions in this state.
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::protocol::SESSION_STATES.iter().copied()))]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::protocol::SessionState::NAMES))]
         state: Option<String>,
         /// Print JSON.
         #[arg(long)]

@@ -330,7 +330,7 @@ pub fn list(
         .map(|s| {
             [
                 s.name.clone(),
-                s.state.clone(),
+                s.state.to_string(),
                 s.source.clone(),
                 // The daemon's own verdict (both its clocks, skew-corrected) when it gives one.
                 match s.expires_in_s {

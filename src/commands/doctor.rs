@@ -519,7 +519,8 @@ fn check_daemon(r: &mut Report, probe: std::thread::JoinHandle<DaemonProbe>) {
 /// Sessions the daemon holds in `failed` (no valid credentials, last attempt failed) or
 /// `stale` (serving still-valid credentials while refreshes fail) state.
 fn check_sessions(r: &mut Report, sessions: &[elhaz::protocol::SessionInfo]) {
-    let describe = |state: &str| -> Vec<String> {
+    use elhaz::protocol::SessionState;
+    let describe = |state: SessionState| -> Vec<String> {
         sessions
             .iter()
             .filter(|s| s.state == state)
@@ -529,7 +530,10 @@ fn check_sessions(r: &mut Report, sessions: &[elhaz::protocol::SessionInfo]) {
             })
             .collect()
     };
-    let (failed, stale) = (describe("failed"), describe("stale"));
+    let (failed, stale) = (
+        describe(SessionState::Failed),
+        describe(SessionState::Stale),
+    );
     if !failed.is_empty() {
         r.fail(
             "sessions",

@@ -451,3 +451,32 @@ fn module_lists_match_the_source() {
         );
     }
 }
+
+/// The session states are defined once, on `SessionState`; every docs line that lists them
+/// (protocol.md's `state` field, cli.md's `--state`) lists exactly its wire names, in order.
+#[test]
+fn documented_session_states_are_the_enums() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let names: Vec<&str> = elhaz::protocol::SessionState::NAMES.to_vec();
+    let mut checked = 0;
+    for (file, marker) in [
+        ("docs/protocol.md", "| `state`"),
+        ("docs/cli.md", "| `--state STATE`"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(marker))
+            .unwrap_or_else(|| panic!("{file} has no line starting with {marker}"));
+        let listed: Vec<&str> = line
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .filter(|w| !["state", "string"].contains(w))
+            .collect();
+        assert_eq!(listed, names, "{file}: {line}");
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use elhaz::codec;
 use elhaz::protocol::{
     ErrorCode, Identity, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response,
-    SessionInfo, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token, WireCredentials, WireError,
+    SessionInfo, SessionState, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token,
+    WireCredentials, WireError,
 };
 
 use crate::util::*;
@@ -265,7 +266,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                     sessions: vec![
                         SessionInfo {
                             name: "prod".into(),
-                            state: "fresh".into(),
+                            state: SessionState::Fresh,
                             source: "profile".into(),
                             expiration: Some("2026-01-01T13:00:00Z".into()),
                             next_refresh: Some("2026-01-01T12:40:00Z".into()),
@@ -279,7 +280,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                         },
                         SessionInfo {
                             name: "ci".into(),
-                            state: "failed".into(),
+                            state: SessionState::Failed,
                             source: "web_identity".into(),
                             expiration: None,
                             next_refresh: None,
@@ -313,13 +314,32 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
             ),
         ),
         (
+            // Every session state once: the wire names of `SessionState`.
+            "reply_sessions_every_state.json",
+            ok(
+                4,
+                Response::Sessions {
+                    sessions: SessionState::ALL
+                        .iter()
+                        .map(|s| SessionInfo {
+                            name: s.as_str().replace('_', "-"),
+                            state: *s,
+                            source: "default".into(),
+                            ..SessionInfo::default()
+                        })
+                        .collect(),
+                    more: false,
+                },
+            ),
+        ),
+        (
             "reply_sessions_more.json",
             ok(
                 4,
                 Response::Sessions {
                     sessions: vec![SessionInfo {
                         name: "a1".into(),
-                        state: "fresh".into(),
+                        state: SessionState::Fresh,
                         source: "default".into(),
                         expiration: None,
                         next_refresh: None,
@@ -342,7 +362,7 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
                 Response::Added {
                     session: SessionInfo {
                         name: "dev".into(),
-                        state: "loading".into(),
+                        state: SessionState::Idle,
                         source: "default".into(),
                         expiration: None,
                         next_refresh: None,

@@ -401,27 +401,83 @@ pub struct StatusInfo {
     pub idle_timeout_s: Option<u64>,
 }
 
-/// Every value of [`SessionInfo::state`]: `fresh` (valid, no error), `refreshing` (a fetch is
-/// in flight), `stale` (valid, but the last refresh failed), `failed` (nothing valid, the last
-/// fetch failed), `expired` (nothing valid, no fetch yet), `idle` (loaded, never fetched),
-/// `login_required` (nothing valid; the IAM Identity Center token needs `elhaz sso login`).
-pub const SESSION_STATES: &[&str] = &[
-    "fresh",
-    "refreshing",
-    "stale",
-    "failed",
-    "expired",
-    "idle",
-    "login_required",
-];
+/// The state of a cached session, as `daemon list` and the `list` reply show it. This enum is
+/// the one place the states are defined and explained; docs/protocol.md lists their wire names
+/// and a test keeps that list equal to [`SessionState::NAMES`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Valid credentials, no error.
+    Fresh,
+    /// A fetch is in flight (valid credentials may be served meanwhile).
+    Refreshing,
+    /// Valid credentials, but the last refresh failed (retried in the background).
+    Stale,
+    /// Nothing valid; the last fetch failed.
+    Failed,
+    /// Nothing valid; the credentials held have expired and no fetch is under way.
+    Expired,
+    /// Loaded, never fetched.
+    #[default]
+    Idle,
+    /// Nothing valid; the IAM Identity Center login must be renewed (`elhaz sso login`).
+    LoginRequired,
+}
+
+impl SessionState {
+    /// Every state, in the order docs list them.
+    pub const ALL: [SessionState; 7] = [
+        SessionState::Fresh,
+        SessionState::Refreshing,
+        SessionState::Stale,
+        SessionState::Failed,
+        SessionState::Expired,
+        SessionState::Idle,
+        SessionState::LoginRequired,
+    ];
+    /// The wire names of [`SessionState::ALL`], in the same order.
+    pub const NAMES: [&'static str; 7] = [
+        "fresh",
+        "refreshing",
+        "stale",
+        "failed",
+        "expired",
+        "idle",
+        "login_required",
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        // ALL and NAMES are in the same order (checked by a unit test).
+        let i = Self::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        Self::NAMES[i]
+    }
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SessionState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| format!("unknown state; expected one of {}", Self::NAMES.join(", ")))
+    }
+}
 
 /// One cached session as `daemon list` shows it. Holds no secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     /// Session name.
     pub name: String,
-    /// One of [`SESSION_STATES`].
-    pub state: String,
+    /// Its state.
+    pub state: SessionState,
     /// Where the base credentials come from (`default`, `profile`, `session`, `keyring`,
     /// `web_identity`).
     pub source: String,
@@ -762,6 +818,16 @@ impl StartReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_state_names_match_serde() {
+        for (s, n) in SessionState::ALL.iter().zip(SessionState::NAMES) {
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{n}\""));
+            assert_eq!(s.as_str(), n);
+            assert_eq!(n.parse::<SessionState>(), Ok(*s));
+        }
+        assert!("loading".parse::<SessionState>().is_err());
+    }
 
     #[test]
     fn decode_request_checks_protocol_then_op_then_frame() {

@@ -295,17 +295,10 @@ fn stop(state: &State, peer: &Peer) -> Result<Response, WireError> {
 }
 
 fn list(state: &State, wanted: Option<&str>, pattern: Option<&str>) -> Result<Response, WireError> {
-    if let Some(w) = wanted
-        && !crate::protocol::SESSION_STATES.contains(&w)
-    {
-        return Err(WireError::new(
-            ErrorCode::BadRequest,
-            format!(
-                "list: unknown state; expected one of {}",
-                crate::protocol::SESSION_STATES.join(", ")
-            ),
-        ));
-    }
+    let wanted: Option<crate::protocol::SessionState> = wanted
+        .map(str::parse)
+        .transpose()
+        .map_err(|m| WireError::new(ErrorCode::BadRequest, format!("list: {m}")))?;
     if let Some(p) = pattern
         && p.len() > 256
     {

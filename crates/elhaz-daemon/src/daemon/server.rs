@@ -686,7 +686,7 @@ mod tests {
     fn info(i: usize) -> SessionInfo {
         SessionInfo {
             name: format!("session-{i:05}"),
-            state: "fresh".into(),
+            state: crate::protocol::SessionState::Fresh,
             source: "default".into(),
             expiration: Some("2026-01-01T13:00:00Z".into()),
             next_refresh: Some("2026-01-01T12:40:00Z".into()),

@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{SessionConfig, Source, Store};
 use crate::credentials::{Credentials, LongTermKeys, rfc3339};
 use crate::daemon::clock::{self, WallClock};
-use crate::protocol::{ErrorCode, Identity, SessionInfo, WireCredentials, WireError};
+use crate::protocol::{ErrorCode, Identity, SessionInfo, SessionState, WireCredentials, WireError};
 use crate::sts::{BoxFuture, Fetch, FetchRequest};
 
 /// Longest chain of `session = …` references followed.
@@ -306,14 +306,16 @@ impl Session {
         let inner = self.lock();
         let valid = inner.held.as_ref().filter(|h| h.servable(now, wall));
         let state = match (valid.is_some(), inner.inflight.is_some(), &inner.last_error) {
-            (true, true, _) => "refreshing",
-            (true, false, Some(_)) => "stale",
-            (true, false, None) => "fresh",
-            (false, true, _) => "refreshing",
-            (false, false, Some(e)) if e.code == ErrorCode::LoginRequired => "login_required",
-            (false, false, Some(_)) => "failed",
-            (false, false, None) if inner.held.is_some() => "expired",
-            (false, false, None) => "idle",
+            (true, true, _) => SessionState::Refreshing,
+            (true, false, Some(_)) => SessionState::Stale,
+            (true, false, None) => SessionState::Fresh,
+            (false, true, _) => SessionState::Refreshing,
+            (false, false, Some(e)) if e.code == ErrorCode::LoginRequired => {
+                SessionState::LoginRequired
+            }
+            (false, false, Some(_)) => SessionState::Failed,
+            (false, false, None) if inner.held.is_some() => SessionState::Expired,
+            (false, false, None) => SessionState::Idle,
         };
         let to_wall = |t: Instant| wall + t.saturating_duration_since(now);
         // The earlier of the two refresh points, shown on the wall clock.
@@ -323,7 +325,7 @@ impl Session {
         };
         SessionInfo {
             name: self.name.clone(),
-            state: state.into(),
+            state,
             source: self.config.source().kind().into(),
             expiration: inner.held.as_ref().map(|h| rfc3339(h.creds.expiration)),
             next_refresh: next_refresh.map(rfc3339),
@@ -1195,10 +1197,10 @@ mod tests {
     async fn wall_jump_next_read_fetches_exactly_once() {
         let (sessions, fake, offset, _d) = setup_clocked(3600, 10, &["a"]);
         let first = sessions.credentials("a", None).await.unwrap();
-        assert_eq!(sessions.list()[0].state, "fresh");
+        assert_eq!(sessions.list()[0].state, SessionState::Fresh);
         offset.store(TWO_HOURS, Ordering::SeqCst);
         let info = &sessions.list()[0];
-        assert_eq!(info.state, "expired", "{info:?}");
+        assert_eq!(info.state, SessionState::Expired, "{info:?}");
         assert!(info.expires_in_s.is_some_and(|s| s < 0), "{info:?}");
         let mut tasks = Vec::new();
         for _ in 0..50 {
@@ -1217,7 +1219,7 @@ mod tests {
         assert_eq!(keys.len(), 1, "every reader got the same new credential");
         assert!(!keys.contains(&first.access_key_id), "never the stale one");
         let info = &sessions.list()[0];
-        assert_eq!(info.state, "fresh");
+        assert_eq!(info.state, SessionState::Fresh);
         // The new credential is valid for the usual time again, by both clocks.
         assert!(info.expires_in_s.is_some_and(|s| s > 3500), "{info:?}");
     }
@@ -1247,7 +1249,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "exactly one refresh");
         let info = &sessions.list()[0];
-        assert_eq!(info.state, "fresh", "{info:?}");
+        assert_eq!(info.state, SessionState::Fresh, "{info:?}");
         let again = sessions.credentials("a", None).await.unwrap();
         assert_ne!(again.access_key_id, first.access_key_id);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "served from memory");
@@ -1268,16 +1270,16 @@ mod tests {
             let info = sessions.list().remove(0);
             let exp = humantime::parse_rfc3339(info.expiration.as_deref().unwrap()).unwrap();
             let left = info.expires_in_s.unwrap();
-            if matches!(info.state.as_str(), "fresh" | "stale") {
+            if matches!(info.state, SessionState::Fresh | SessionState::Stale) {
                 assert!(exp > wall, "{step}: {info:?} is served past its expiration");
                 assert!(left > 0, "{info:?}");
-            } else if matches!(info.state.as_str(), "expired" | "failed") {
+            } else if matches!(info.state, SessionState::Expired | SessionState::Failed) {
                 let margin = serve_margin(Duration::from_secs(3600)).as_secs() as i64;
                 assert!(left <= margin, "{info:?}");
             }
             if exp <= wall {
                 assert!(
-                    !matches!(info.state.as_str(), "fresh" | "stale"),
+                    !matches!(info.state, SessionState::Fresh | SessionState::Stale),
                     "{info:?}"
                 );
                 let e = sessions.credentials("a", None).await.unwrap_err();
@@ -1301,10 +1303,10 @@ mod tests {
             failed >= 600 / 15 - 5,
             "only {failed} attempts in 10 min offline"
         );
-        assert_eq!(sessions.list()[0].state, "failed");
+        assert_eq!(sessions.list()[0].state, SessionState::Failed);
         fake.fail.store(false, Ordering::SeqCst);
         let back = Instant::now();
-        while sessions.list()[0].state != "fresh" {
+        while sessions.list()[0].state != SessionState::Fresh {
             assert!(
                 back.elapsed() <= RETRY_UNREACHABLE_MAX + Duration::from_secs(1),
                 "not fresh within {RETRY_UNREACHABLE_MAX:?} of the network's return"
@@ -1334,7 +1336,7 @@ mod tests {
                 .is_some_and(|s| (3590..=3600).contains(&s)),
             "{info:?}"
         );
-        assert_eq!(info.state, "fresh");
+        assert_eq!(info.state, SessionState::Fresh);
     }
 
     #[test]
@@ -1409,7 +1411,7 @@ mod tests {
         let served = sessions.credentials("a", None).await.unwrap();
         assert_eq!(served.access_key_id, first.access_key_id);
         let info = &sessions.list()[0];
-        assert_eq!(info.state, "stale");
+        assert_eq!(info.state, SessionState::Stale);
         assert!(info.last_error.as_deref().unwrap().contains("sts is down"));
         assert!(
             fake.calls.load(Ordering::SeqCst) >= 3,
@@ -1422,7 +1424,7 @@ mod tests {
         // Recovery without intervention.
         fake.fail.store(false, Ordering::SeqCst);
         tokio::time::sleep(BACKOFF_MAX + Duration::from_secs(1)).await;
-        assert_eq!(sessions.list()[0].state, "fresh");
+        assert_eq!(sessions.list()[0].state, SessionState::Fresh);
         let again = sessions.credentials("a", None).await.unwrap();
         assert_ne!(again.access_key_id, first.access_key_id);
     }
