@@ -236,9 +236,17 @@ fn rewarm_goes_at_the_configured_rate_most_recently_used_first() {
         WARM - COLD,
         "one call per warm session, none for idle ones"
     );
-    let peak = peak_per_second(&received(&sts));
+    // Background calls only (the client's own call is not shaped). Arrival times at the fake
+    // lag the permits by a variable few milliseconds, so a one-second window of arrivals can
+    // catch one permit granted just before it: rate + burst + 1.
+    let background: Vec<_> = calls
+        .iter()
+        .filter(|c| c.role() != Some(last.as_str()))
+        .map(|c| c.received)
+        .collect();
+    let peak = peak_per_second(&background);
     assert!(
-        peak <= 20 + 5,
+        peak <= 20 + 5 + 1,
         "{peak} calls within one second (rate 20, burst 5)"
     );
     let span = calls.last().unwrap().received - calls[0].received;
@@ -322,5 +330,8 @@ fn a_throttling_sts_slows_the_scheduler_and_it_recovers() {
     let after: Vec<_> = received(&sts).into_iter().filter(|t| *t >= t_ok).collect();
     let peak = peak_per_second(&after);
     assert!(peak >= 10, "the rate never recovered (peak {peak}/s)");
-    assert!(peak <= 25, "{peak}/s after recovery exceeds rate + burst");
+    assert!(
+        peak <= 20 + 5 + 1,
+        "{peak}/s after recovery exceeds rate + burst"
+    );
 }
