@@ -17,6 +17,7 @@
 mod chart;
 mod measure;
 mod report;
+mod scale;
 mod servers;
 
 use std::collections::BTreeMap;
@@ -1000,6 +1001,7 @@ fn measure_all(b: &Bench) -> Result<Value, String> {
         c.wake_sessions, c.wake_window_s
     ));
     let wakeups = wakeups_ours(b)?;
+    let scale = scale::scale_ours(b)?;
 
     let fast_names = [
         "bin_true",
@@ -1039,6 +1041,7 @@ fn measure_all(b: &Bench) -> Result<Value, String> {
             "py_after_bench": py_idle_main,
         },
         "idle_wakeups": wakeups,
+        "scale": scale,
         "sts_calls": {
             "first_fetch_clients": c.first_fetch_clients,
             "first_fetch_calls": after_first - before,

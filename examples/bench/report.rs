@@ -49,6 +49,11 @@ pub fn targets(r: &Value) -> Value {
         .and_then(|a| a.first())
         .map_or(f64::NAN, |l| f(&l["kib"]));
     let sts = &r["sts_calls"];
+    let scale = r["scale"]["levels"].as_array().cloned().unwrap_or_default();
+    let (bottom, top) = (
+        scale.first().cloned().unwrap_or(Value::Null),
+        scale.last().cloned().unwrap_or(Value::Null),
+    );
     json!([
         target(
             "cp_vs_true",
@@ -154,6 +159,73 @@ pub fn targets(r: &Value) -> Value {
             "/min",
             "<=",
             2.0
+        ),
+        target(
+            "scale_rss",
+            &format!(
+                "daemon RSS with {} cached sessions ≤ 64 MiB",
+                f(&top["sessions"])
+            ),
+            f(&top["rss_kib"]) / 1024.0,
+            "MiB",
+            "<=",
+            64.0
+        ),
+        target(
+            "scale_list",
+            &format!(
+                "`daemon list` of {} sessions < 300 ms (median)",
+                f(&top["sessions"])
+            ),
+            f(&top["list_ms"]["p50"]),
+            "ms",
+            "<=",
+            300.0
+        ),
+        target(
+            "scale_cp",
+            &format!(
+                "credential-process median with {} sessions ≤ 1.2× with {} (noise)",
+                f(&top["sessions"]),
+                f(&bottom["sessions"])
+            ),
+            ratio(f(&top["cp_ms"]["p50"]), f(&bottom["cp_ms"]["p50"])),
+            "×",
+            "<=",
+            1.2
+        ),
+        target(
+            "scale_wake",
+            &format!(
+                "idle wake-ups per minute with {} sessions ≤ 2 (without the audit writer)",
+                f(&top["sessions"])
+            ),
+            f(&top["wake"]["per_min_without_audit"]),
+            "/min",
+            "<=",
+            2.0
+        ),
+        target(
+            "scale_rewarm_peak",
+            &format!(
+                "re-warm of {} sessions: STS calls in any second ≤ rate + burst",
+                f(&top["sessions"])
+            ),
+            f(&top["rewarm"]["peak_per_s"]),
+            "/s",
+            "<=",
+            f(&r["scale"]["rate"]) + f(&r["scale"]["burst"])
+        ),
+        target(
+            "scale_rewarm_mean",
+            &format!(
+                "re-warm of {} sessions: mean STS calls per second ≤ rate",
+                f(&top["sessions"])
+            ),
+            f(&top["rewarm"]["mean_per_s"]),
+            "/s",
+            "<=",
+            f(&r["scale"]["rate"]) + 0.5
         ),
         target(
             "slow_read_p99",
@@ -361,6 +433,7 @@ pub fn table(r: &Value) -> String {
         reads(&r["slow_sts"]["py"]),
         "—".into(),
     );
+    s.push_str(&scale_table(&r["scale"]));
     s.push_str("\n| target | measured | limit | met |\n|---|---|---|---|\n");
     if let Some(ts) = r["targets"].as_array() {
         for t in ts {
@@ -388,6 +461,32 @@ pub fn table(r: &Value) -> String {
             "\nSmoke run: tiny counts and debug-able builds; the numbers prove the benchmark \
              works, not how fast elhaz is.\n",
         );
+    }
+    s
+}
+
+/// The scale section (issue #15): one row per level of cached sessions.
+fn scale_table(sc: &Value) -> String {
+    let mut s = format!(
+        "\nScale: our daemon with N cached sessions (`[sts] rate = {}`, `burst = {}`; re-warm \
+         measured over the first {} s after a restart, from moto's per-second log)\n\n\
+         | sessions | RSS | `daemon list` (median / p90) | `credential-process` (median / p90) \
+         | idle wake-ups/min (without audit writer) | re-warm STS calls/s (peak / mean) |\n\
+         |---|---|---|---|---|---|\n",
+        sc["rate"], sc["burst"], sc["levels"][0]["rewarm"]["window_s"]
+    );
+    for l in sc["levels"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} ({}) | {} / {} |\n",
+            l["sessions"],
+            mib(f(&l["rss_kib"])),
+            ms(&l["list_ms"]),
+            ms(&l["cp_ms"]),
+            fmt_num(f(&l["wake"]["per_min"])),
+            fmt_num(f(&l["wake"]["per_min_without_audit"])),
+            l["rewarm"]["peak_per_s"],
+            fmt_num(f(&l["rewarm"]["mean_per_s"])),
+        ));
     }
     s
 }

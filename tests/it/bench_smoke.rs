@@ -129,6 +129,18 @@ fn bench_smoke_run_produces_every_figure() {
         assert_eq!(rss[0]["sessions"], 0, "rss_kib.{side} starts idle");
         assert!(rss.iter().all(|l| l["kib"].as_u64().is_some_and(|k| k > 0)));
     }
+    let scale = r["scale"]["levels"].as_array().expect("the scale section");
+    assert_eq!(scale.len(), 2, "{scale:?}");
+    for l in scale {
+        assert!(l["rss_kib"].as_u64().is_some_and(|k| k > 0), "{l}");
+        dist_ok(&l["list_ms"], "scale.list_ms");
+        dist_ok(&l["cp_ms"], "scale.cp_ms");
+        assert!(l["wake"]["per_min"].is_number(), "{l}");
+        assert!(
+            l["rewarm"]["calls"].as_u64().is_some_and(|c| c > 0),
+            "the re-warm made no STS call: {l}"
+        );
+    }
     let sts = &r["sts_calls"];
     for k in [
         "first_fetch_calls",

@@ -1244,10 +1244,25 @@ fn restart_rewarms_cached_sessions_from_their_names() {
     }
     env.run_ok(&["daemon", "stop"]);
     let warm = std::fs::read_to_string(env.home().join("logs/warm-sessions")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lines: Vec<(&str, u64)> = warm
+        .lines()
+        .map(|l| {
+            let (name, used) = l.split_once('\t').expect("NAME<TAB>LAST_USED");
+            (name, used.parse().expect("Unix seconds"))
+        })
+        .collect();
     assert_eq!(
-        warm.lines().collect::<Vec<_>>(),
+        lines.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         vec!["b", "a"],
         "names, MRU first"
+    );
+    assert!(
+        lines.iter().all(|(_, t)| now.abs_diff(*t) < 120),
+        "last use recorded: {warm}"
     );
     assert!(!warm.contains("ASIA"), "no credential is recorded");
     let _d = env.start_daemon_detached(&[]);

@@ -51,6 +51,14 @@ impl Mode {
     pub fn throttling() -> Mode {
         Mode::fail(400, "Throttling", "Rate exceeded (fake STS)")
     }
+    /// S3-style throttling that STS endpoints also send: HTTP 503 with code `SlowDown`.
+    pub fn slow_down() -> Mode {
+        Mode::fail(
+            503,
+            "SlowDown",
+            "Please reduce your request rate (fake STS)",
+        )
+    }
     pub fn unavailable() -> Mode {
         Mode::fail(
             503,

@@ -1037,6 +1037,14 @@ pub struct Settings {
     /// (default false); `--no-force` overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_force: Option<bool>,
+    /// Fraction (0..=1) of the room between the refresh window and botocore's 15-minute
+    /// window over which the refresh points of sessions loaded together are spread (default
+    /// 1: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_spread: Option<f64>,
+    /// `[sts]`: how fast the daemon calls STS on its own (re-warm, refresh-ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts: Option<StsSettings>,
     /// `daemon start --shared`: a daemon for a dedicated user, serving other users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedSettings>,
@@ -1051,6 +1059,40 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sso_sessions: std::collections::BTreeMap<String, SsoSession>,
 }
+
+/// `[sts]` in `elhaz.toml`: the rate of the daemon's own STS calls (re-warm after a restart,
+/// refresh-ahead), per STS endpoint. Calls a client waits for are never held back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsSettings {
+    /// Background calls per second per endpoint (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Calls an idle endpoint may make at once (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<f64>,
+    /// `[sts.endpoints."URL"]`: `rate` and `burst` for one endpoint (its `endpoint_url`, or
+    /// `https://sts.REGION.amazonaws.com`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub endpoints: std::collections::BTreeMap<String, StsRate>,
+}
+
+/// `rate` and `burst` of one `[sts.endpoints."URL"]`; what is left out comes from `[sts]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsRate {
+    /// Background calls per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Largest burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<f64>,
+}
+
+/// Slowest background STS rate `[sts] rate` accepts (calls per second).
+pub const MIN_STS_RATE: f64 = 0.5;
+/// Fastest background STS rate `[sts] rate` accepts, and the largest `burst`.
+pub const MAX_STS_RATE: f64 = 10_000.0;
 
 /// `[client]` in `elhaz.toml`: the CLI uses a shared daemon only when this (or
 /// `ELHAZ_SHARED=USER`) names the user it must run as.
@@ -1269,6 +1311,38 @@ impl Settings {
                 bad("sso_sessions", &format!("[sso_sessions.{name}]: {m}"));
             }
         }
+        if s.refresh_spread.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+            bad(
+                "refresh_spread",
+                "must be a fraction between 0 and 1 (1 spreads over all the room)",
+            );
+        }
+        if let Some(sts) = &s.sts {
+            let own = ("sts.rate", "sts.burst", String::new(), sts.rate, sts.burst);
+            let per_endpoint = sts.endpoints.iter().map(|(url, r)| {
+                let (rate, burst) = ("sts.endpoints.rate", "sts.endpoints.burst");
+                (
+                    rate,
+                    burst,
+                    format!("[sts.endpoints.{url:?}]: "),
+                    r.rate,
+                    r.burst,
+                )
+            });
+            for (rate_field, burst_field, at, rate, burst) in
+                std::iter::once(own).chain(per_endpoint)
+            {
+                if rate.is_some_and(|r| !(MIN_STS_RATE..=MAX_STS_RATE).contains(&r)) {
+                    let m =
+                        format!("{at}must be a number of calls per second between 0.5 and 10000");
+                    bad(rate_field, &m);
+                }
+                if burst.is_some_and(|b| !(1.0..=MAX_STS_RATE).contains(&b)) {
+                    let m = format!("{at}must be a number of calls between 1 and 10000");
+                    bad(burst_field, &m);
+                }
+            }
+        }
         if s.idle_timeout.is_some_and(|w| w.0 == 0) {
             bad(
                 "idle_timeout",
@@ -1301,6 +1375,10 @@ impl Settings {
     /// Log files kept.
     pub fn log_files(&self) -> usize {
         self.log_files.unwrap_or(DEFAULT_LOG_FILES)
+    }
+    /// The refresh spread fraction.
+    pub fn refresh_spread(&self) -> f64 {
+        self.refresh_spread.unwrap_or(1.0)
     }
     /// Whether to re-warm sessions after a restart.
     pub fn rewarm(&self) -> bool {
@@ -2121,6 +2199,39 @@ region = "eu-west-1"
         assert!(e.contains("sso_token_cache") && e.contains("memory"), "{e}");
         std::fs::write(&f, "sso_token_cache = 1\n").unwrap();
         assert!(Settings::load(&f).is_err());
+    }
+
+    #[test]
+    fn sts_rate_settings_validate_and_the_example_file_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("elhaz.toml");
+        std::fs::write(
+            &f,
+            "refresh_spread = 0.5\n[sts]\nrate = 10\nburst = 2\n\
+             [sts.endpoints.\"http://127.0.0.1:1\"]\nrate = 1\n",
+        )
+        .unwrap();
+        let s = Settings::load(&f).unwrap();
+        assert_eq!(s.refresh_spread(), 0.5);
+        let sts = s.sts.unwrap();
+        assert_eq!((sts.rate, sts.burst), (Some(10.0), Some(2.0)));
+        assert_eq!(sts.endpoints["http://127.0.0.1:1"].rate, Some(1.0));
+        for (text, field) in [
+            ("refresh_spread = 1.5\n", "refresh_spread"),
+            ("[sts]\nrate = 0\n", "sts.rate"),
+            ("[sts]\nrate = nan\n", "sts.rate"),
+            ("[sts]\nburst = 0.5\n", "sts.burst"),
+            ("[sts.endpoints.\"u\"]\nrate = -1\n", "sts.endpoints.rate"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = Settings::load(&f).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        std::fs::write(&f, "[sts]\nrte = 1\n").unwrap();
+        assert!(Settings::load(&f).is_err(), "unknown fields are rejected");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/examples/elhaz.toml");
+        let s = Settings::load(&example).unwrap();
+        assert_eq!(s.sts.and_then(|s| s.rate), Some(20.0));
     }
 
     #[test]

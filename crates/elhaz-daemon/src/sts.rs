@@ -1133,6 +1133,14 @@ fn convert_dated(
     })
 }
 
+/// Whether an AWS error code means "slow down": STS's `Throttling`, the JSON services'
+/// `ThrottlingException`/`TooManyRequestsException`, `RequestLimitExceeded`, and `SlowDown`,
+/// which arrives with HTTP 503 and must not read as "unavailable" (the scheduler slows down on
+/// throttling; it does not on an outage). The SDK's own retry classifier's list.
+pub fn is_throttling(code: &str) -> bool {
+    aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&code)
+}
+
 /// Maps an SDK error onto a wire error that carries STS's own code and message.
 pub fn classify<E>(op: &str, e: SdkError<E, HttpResponse>, with_mfa: bool) -> WireError
 where
@@ -1156,9 +1164,7 @@ where
                     | "IDPRejectedClaim"
                     | "UnrecognizedClientException",
                 ) => ErrorCode::InvalidCredentials,
-                Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" => {
-                    ErrorCode::Throttled
-                }
+                Some(c) if is_throttling(c) => ErrorCode::Throttled,
                 _ => match status {
                     Some(429) => ErrorCode::Throttled,
                     Some(s) if s >= 500 => ErrorCode::Unavailable,
@@ -1463,6 +1469,22 @@ mod tests {
         let fast = t + Duration::from_secs(7200);
         assert_eq!(lifetime_of(exp, fast, None), Duration::ZERO);
         assert_eq!(lifetime_of(exp, fast, Some(t)), Duration::from_secs(3599));
+    }
+
+    #[test]
+    fn throttling_codes_include_slow_down_and_exclude_outages() {
+        for c in [
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "SlowDown",
+            "TooManyRequestsException",
+        ] {
+            assert!(is_throttling(c), "{c}");
+        }
+        for c in ["ServiceUnavailable", "InternalFailure", "AccessDenied", ""] {
+            assert!(!is_throttling(c), "{c}");
+        }
     }
 
     #[test]

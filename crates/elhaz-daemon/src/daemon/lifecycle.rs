@@ -47,7 +47,7 @@ use std::time::Duration;
 use nix::sys::stat::{Mode, umask};
 
 use crate::config::{self, Settings, Store};
-use crate::daemon::sessions::Sessions;
+use crate::daemon::sessions::{Sessions, Shaping, WarmEntry};
 use crate::daemon::state::{Options, State};
 use crate::error::Error;
 use crate::paths::Paths;
@@ -363,11 +363,12 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let fetcher = crate::sts::LazySts::with_deadline(settings.fetch_timeout());
-    let sessions = Sessions::new(
+    let sessions = Sessions::shaped(
         Store::new(paths.configs_dir.clone()),
         capacity,
         Arc::new(fetcher),
         Duration::from_secs(settings.refresh_window()),
+        Shaping::from_settings(&settings),
     );
     let state = Arc::new(State::new(paths.clone(), settings, options, sessions)?);
     tracing::info!(
@@ -409,25 +410,56 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     result
 }
 
-/// Records the names (never the credentials) of the cached sessions, so the next start can
-/// re-warm them.
+/// Records the names (never the credentials) of the cached sessions and when each was last
+/// used, most recently used first, so the next start can re-warm them (see [`warm_text`]).
 pub fn record_warm(state: &State) {
-    let names = state.sessions.names();
-    if names.is_empty() || !state.settings.rewarm() {
+    let entries = state.sessions.warm_entries();
+    if entries.is_empty() || !state.settings.rewarm() {
         let _ = std::fs::remove_file(&state.paths.warm_file);
         return;
     }
     if let Some(dir) = state.paths.warm_file.parent() {
         let _ = crate::fsafe::create_dir_mode(dir, 0o700);
     }
-    let mut text = names.join("\n");
-    text.push('\n');
-    if let Err(e) = config::atomic_write(&state.paths.warm_file, text.as_bytes()) {
+    if let Err(e) = config::atomic_write(&state.paths.warm_file, warm_text(&entries).as_bytes()) {
         tracing::warn!(error = %e, "cannot record the cached sessions");
     }
 }
 
-/// Re-warms the sessions recorded at the last shutdown, in the background.
+/// The warm file: one line per session, most recently used first, `NAME<TAB>UNIX_SECONDS`
+/// (when a client last used it).
+pub fn warm_text(entries: &[WarmEntry]) -> String {
+    let mut text = String::new();
+    for e in entries {
+        let secs = e
+            .last_used
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        text.push_str(&format!("{}\t{secs}\n", e.name));
+    }
+    text
+}
+
+/// Reads a warm file written by [`warm_text`], or by an older elhaz that recorded names only
+/// (those count as recently used). Lines that do not parse are skipped.
+pub fn parse_warm(text: &str) -> Vec<WarmEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, used) = match line.trim().split_once('\t') {
+                Some((n, t)) => (n.trim(), Some(t.trim().parse::<u64>().ok()?)),
+                None => (line.trim(), None),
+            };
+            config::validate_name(name).ok()?;
+            Some(WarmEntry {
+                name: name.to_string(),
+                last_used: used.map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s)),
+            })
+        })
+        .collect()
+}
+
+/// Re-warms the sessions recorded at the last shutdown, in the background (most recently used
+/// first, at the scheduler's rate; see `Sessions::rewarm`).
 fn rewarm(state: &Arc<State>) {
     if !state.settings.rewarm() {
         return;
@@ -435,22 +467,7 @@ fn rewarm(state: &Arc<State>) {
     let Ok(text) = std::fs::read_to_string(&state.paths.warm_file) else {
         return;
     };
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|n| config::validate_name(n).is_ok())
-        .map(String::from)
-        .collect();
-    let sessions = state.sessions.clone();
-    tokio::spawn(async move {
-        // Least recently used first, so the LRU order survives the restart.
-        for name in names.into_iter().rev() {
-            match sessions.add(&name).await {
-                Ok(_) => tracing::info!(session = %name, "re-warmed after restart"),
-                Err(e) => tracing::warn!(session = %name, error = %e.message, "cannot re-warm"),
-            }
-        }
-    });
+    state.sessions.rewarm(parse_warm(&text));
 }
 
 /// The signals that stop the daemon cleanly: every signal whose default action would end the
@@ -560,4 +577,33 @@ fn cleanup(paths: &Paths, socket_ino: Option<u64>) {
         let _ = std::fs::remove_file(&paths.socket);
     }
     let _ = std::fs::remove_file(&paths.pid_file);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_file_round_trips_and_old_files_still_read() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let entries = vec![
+            WarmEntry {
+                name: "b".into(),
+                last_used: Some(t),
+            },
+            WarmEntry {
+                name: "a".into(),
+                last_used: Some(t - Duration::from_secs(90_000)),
+            },
+        ];
+        let text = warm_text(&entries);
+        assert_eq!(text, "b\t1800000000\na\t1799910000\n");
+        assert_eq!(parse_warm(&text), entries);
+        // An old warm file: names only, MRU first; they count as recently used.
+        let old = parse_warm("b\na\n\n../x\n");
+        let names: Vec<_> = old.iter().map(|e| (e.name.as_str(), e.last_used)).collect();
+        assert_eq!(names, vec![("b", None), ("a", None)]);
+        // A damaged time skips the line rather than guessing.
+        assert_eq!(parse_warm("a\tsoon\nb\t5\n").len(), 1);
+    }
 }

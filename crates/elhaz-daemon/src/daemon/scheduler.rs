@@ -1,27 +1,32 @@
 //! The background STS scheduler: every call the daemon makes on its own (re-warm after a
-//! restart, refresh-ahead) is meant to wait here for a permit; calls a client is waiting for
-//! do not. **Not wired into the engine yet** (issue #15): the refresher and re-warm still call
-//! STS directly; this module is complete and tested on its own under paused time.
+//! restart, refresh-ahead, retries after a failed refresh) waits here for a permit; calls a
+//! client is waiting for do not. The engine (`daemon::sessions`) owns one, shaped by
+//! `elhaz.toml`'s `[sts]` (`rate`, `burst`, `[sts.endpoints."URL"]`).
 //!
 //! Why one scheduler: real STS throttles bursts per account, and a daemon with thousands of
 //! sessions would otherwise send them all at once after a restart (2,000 AssumeRole calls in
 //! ~12 s were measured against the local STS), and every throttled session would then back off
 //! on its own and retry together. Here the rate is shaped per STS endpoint instead:
 //!
-//! - **Token bucket per endpoint** (default 20 calls/s, burst 5, from [`RateConfig`]; the
-//!   `elhaz.toml` setting comes with the wiring). An endpoint's bucket exists only once it has
-//!   been used; the dispatcher of
-//!   an endpoint with nobody waiting sleeps on a `Notify` (no timer), so an idle daemon does
-//!   not wake up for it.
+//! - **Token bucket per endpoint** (default 20 calls/s, burst 5, from [`RateConfig`]). An
+//!   endpoint's bucket exists only once it has been used; the dispatcher of an endpoint with
+//!   nobody waiting sleeps on a `Notify` (no timer), so an idle daemon does not wake up for
+//!   it, and 10,000 cached sessions cost no timers here until their refreshes fall due.
 //! - **Earliest deadline first.** Waiters are served in the order of the time by which they
 //!   need their credentials (a credential's expiry, or "now" for a re-warm), so a backlog never
-//!   lets a credential expire while less urgent refreshes go first.
+//!   lets a credential expire while less urgent refreshes go first. Equal deadlines go in
+//!   arrival order, which is how a re-warm queued most recently used first stays so.
 //! - **Clients never queue.** A fetch a client waits for takes a token without waiting
 //!   ([`Scheduler::foreground`]): it may drive the bucket negative, which only delays
 //!   background work.
 //! - **AIMD on throttling.** A throttled background call halves the endpoint's rate (down to
 //!   [`MIN_RATE`]); each successful one adds [`INCREASE`] back, up to the configured rate. The
 //!   sessions themselves keep their normal retry schedule; it is the shared rate that slows.
+//!   Client calls report too: a client's call that STS throttles slows the background ones.
+//!
+//! What it does not do: hold back client calls (they only consume tokens, delaying background
+//! work), or limit calls per AWS account rather than per endpoint (the daemon cannot tell
+//! accounts apart before the call). A waiter whose session was evicted costs no token.
 //!
 //! Locks: one `std::sync::Mutex` around the endpoint map and each endpoint's state, held only
 //! for field updates, never across an `.await`.
@@ -43,6 +48,9 @@ pub const INCREASE: f64 = 0.5;
 pub const DEFAULT_RATE: f64 = 20.0;
 /// Default burst (tokens an idle endpoint accumulates).
 pub const DEFAULT_BURST: f64 = 5.0;
+
+/// Rounding slack when comparing token counts: `0.1 s × 10/s` may come out as 0.999….
+const TOKEN_EPSILON: f64 = 1e-9;
 
 /// The rate every endpoint starts at.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,12 +88,16 @@ pub struct Scheduler {
 #[derive(Debug)]
 struct Inner {
     config: RateConfig,
+    /// Per-endpoint rates that differ from `config` (`[sts.endpoints."URL"]`).
+    overrides: HashMap<String, RateConfig>,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     cancel: CancellationToken,
 }
 
 #[derive(Debug)]
 struct Endpoint {
+    /// This endpoint's configured (maximum) rate and burst.
+    config: RateConfig,
     state: Mutex<Bucket>,
     /// Wakes the dispatcher when a waiter arrives.
     arrived: Notify,
@@ -124,13 +136,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Scheduler {
     /// A scheduler whose dispatchers end when `cancel` fires.
     pub fn new(config: RateConfig, cancel: CancellationToken) -> Scheduler {
-        let config = RateConfig {
-            rate: config.rate.max(MIN_RATE),
-            burst: config.burst.max(1.0),
+        Scheduler::with_overrides(config, HashMap::new(), cancel)
+    }
+
+    /// [`Scheduler::new`] with other rates for some endpoints (keyed like [`background`]).
+    ///
+    /// [`background`]: Scheduler::background
+    pub fn with_overrides(
+        config: RateConfig,
+        overrides: HashMap<String, RateConfig>,
+        cancel: CancellationToken,
+    ) -> Scheduler {
+        let sane = |c: RateConfig| RateConfig {
+            rate: c.rate.max(MIN_RATE),
+            burst: c.burst.max(1.0),
         };
         Scheduler {
             inner: Arc::new(Inner {
-                config,
+                config: sane(config),
+                overrides: overrides.into_iter().map(|(k, c)| (k, sane(c))).collect(),
                 endpoints: Mutex::new(HashMap::new()),
                 cancel,
             }),
@@ -147,10 +171,17 @@ impl Scheduler {
         if let Some(e) = map.get(key) {
             return e.clone();
         }
+        let config = self
+            .inner
+            .overrides
+            .get(key)
+            .copied()
+            .unwrap_or(self.inner.config);
         let e = Arc::new(Endpoint {
+            config,
             state: Mutex::new(Bucket {
-                rate: self.inner.config.rate,
-                tokens: self.inner.config.burst,
+                rate: config.rate,
+                tokens: config.burst,
                 refilled: Instant::now(),
                 waiting: BinaryHeap::new(),
                 senders: HashMap::new(),
@@ -160,11 +191,7 @@ impl Scheduler {
             arrived: Notify::new(),
         });
         map.insert(key.to_string(), e.clone());
-        tokio::spawn(dispatch(
-            e.clone(),
-            self.inner.config.burst,
-            self.inner.cancel.clone(),
-        ));
+        tokio::spawn(dispatch(e.clone(), self.inner.cancel.clone()));
         e
     }
 
@@ -192,7 +219,7 @@ impl Scheduler {
     pub fn foreground(&self, endpoint: &str) {
         let e = self.endpoint(endpoint);
         let mut b = lock(&e.state);
-        b.refill(Instant::now(), self.inner.config.burst);
+        b.refill(Instant::now(), e.config.burst);
         b.tokens -= 1.0;
         b.granted += 1;
     }
@@ -201,10 +228,10 @@ impl Scheduler {
     pub fn report(&self, endpoint: &str, outcome: Outcome) {
         let e = self.endpoint(endpoint);
         let mut b = lock(&e.state);
-        b.refill(Instant::now(), self.inner.config.burst);
+        b.refill(Instant::now(), e.config.burst);
         b.rate = match outcome {
             Outcome::Throttled => (b.rate / 2.0).max(MIN_RATE),
-            Outcome::Answered => (b.rate + INCREASE).min(self.inner.config.rate),
+            Outcome::Answered => (b.rate + INCREASE).min(e.config.rate),
         };
         if outcome == Outcome::Throttled {
             tracing::info!(
@@ -228,7 +255,8 @@ impl Scheduler {
 
 /// One endpoint's dispatcher: hands out tokens to the earliest deadline while any are waiting,
 /// and sleeps on `arrived` (no timer) while nobody waits.
-async fn dispatch(e: Arc<Endpoint>, burst: f64, cancel: CancellationToken) {
+async fn dispatch(e: Arc<Endpoint>, cancel: CancellationToken) {
+    let burst = e.config.burst;
     loop {
         // What to do next, decided under the lock, done outside it.
         let wait = {
@@ -244,7 +272,7 @@ async fn dispatch(e: Arc<Endpoint>, burst: f64, cancel: CancellationToken) {
             }
             match b.waiting.peek().copied() {
                 None => None,
-                Some(Reverse((_, seq))) if b.tokens >= 1.0 => {
+                Some(Reverse((_, seq))) if b.tokens >= 1.0 - TOKEN_EPSILON => {
                     b.waiting.pop();
                     b.tokens -= 1.0;
                     b.granted += 1;
@@ -254,7 +282,12 @@ async fn dispatch(e: Arc<Endpoint>, burst: f64, cancel: CancellationToken) {
                     }
                     continue;
                 }
-                Some(_) => Some(Duration::from_secs_f64((1.0 - b.tokens) / b.rate)),
+                // At least a millisecond (the timer's resolution): a shorter sleep could end
+                // without the clock moving and spin.
+                Some(_) => Some(
+                    Duration::from_secs_f64((1.0 - b.tokens) / b.rate)
+                        .max(Duration::from_millis(1)),
+                ),
             }
         };
         tokio::select! {
@@ -406,6 +439,49 @@ mod tests {
         assert!(s.background("b", t0).await);
         assert_eq!(Instant::now(), t0, "each endpoint has its own burst");
         assert_eq!((s.granted("a"), s.granted("b")), (1, 1));
+    }
+
+    /// 0.1 s at 10/s refills 0.999… tokens in floating point: the dispatcher must still grant
+    /// (it used to spin on sub-millisecond sleeps that never moved the paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn fractional_refills_do_not_stall_the_dispatcher() {
+        let s = sched(10.0, 1.0);
+        let t0 = Instant::now();
+        for _ in 0..30 {
+            assert!(s.background("sts", t0).await);
+        }
+        let took = Instant::now() - t0;
+        assert!(
+            took >= Duration::from_millis(2850) && took <= Duration::from_millis(3000),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_override_has_its_own_rate_and_burst() {
+        let overrides = HashMap::from([(
+            "slow".to_string(),
+            RateConfig {
+                rate: 1.0,
+                burst: 1.0,
+            },
+        )]);
+        let s =
+            Scheduler::with_overrides(RateConfig::default(), overrides, CancellationToken::new());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(s.background("slow", t0).await);
+        }
+        // 1 at once, then 1/s.
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+        assert_eq!(s.rate("slow"), 1.0);
+        s.report("slow", Outcome::Answered);
+        assert_eq!(
+            s.rate("slow"),
+            1.0,
+            "recovery stops at the endpoint's own rate"
+        );
+        assert_eq!(s.rate("other"), DEFAULT_RATE);
     }
 
     #[tokio::test(start_paused = true)]

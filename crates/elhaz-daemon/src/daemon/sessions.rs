@@ -13,9 +13,14 @@
 //!   concurrent first fetches cost exactly one STS call (single-flight), without holding a lock
 //!   across the call. The fetch runs in its own task, so a reader that gives up does not abort
 //!   it.
-//! - A per-session refresher task sleeps until `expiry − min(refresh_window, lifetime/3)`
-//!   (minus a little jitter) and refreshes through the same single-flight path, so clients
-//!   always find fresh credentials. A failed refresh keeps the still-valid credential, records
+//! - A per-session refresher task sleeps until its refresh point, a random point between
+//!   `expiry − min(refresh_window, lifetime/3)` and botocore's 15 minutes before expiry (the
+//!   room times `refresh_spread`; see [`refresh_delay`]), so sessions loaded together do not
+//!   refresh together. It then waits for a permit of the background STS scheduler
+//!   (`daemon::scheduler`: a rate per STS endpoint, earliest expiry first) and refreshes
+//!   through the same single-flight path, so clients always find fresh credentials. A client
+//!   that needs a fetch meanwhile (its credentials ran out in the queue) fetches at once and
+//!   the queued refresh is dropped: clients never wait behind background work. A failed refresh keeps the still-valid credential, records
 //!   the error and retries with exponential backoff and jitter; an expired credential is never
 //!   served. Failures to *reach* STS (`unavailable`: no network yet after a wake-up) retry
 //!   at least every [`RETRY_UNREACHABLE_MAX`], so fresh credentials arrive soon after the
@@ -34,6 +39,10 @@
 //!   check), which wakes every refresher whose wall-clock refresh point passed. The wall clock
 //!   is injectable ([`Sessions::with_wall_clock`]) so unit tests move it by hours without
 //!   moving tokio's clock.
+//! - Re-warm after a restart ([`Sessions::rewarm`]) loads the recorded sessions in their old
+//!   LRU order and fetches them most recently used first through the same scheduler; sessions
+//!   unused for more than a day stay cold until asked. The last use is one relaxed atomic
+//!   store per request (wall-clock seconds), recorded in the warm file at shutdown.
 //! - Eviction (LRU overflow, `daemon remove`, shutdown) cancels the session's token — ending
 //!   its refresher — and drops its credentials at once.
 //! - Config edits take effect at the next request: each request `stat`s the session's config
@@ -61,6 +70,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{SessionConfig, Source, Store};
 use crate::credentials::{Credentials, LongTermKeys, rfc3339};
 use crate::daemon::clock::{self, WallClock};
+use crate::daemon::scheduler::{Outcome, RateConfig, Scheduler};
 use crate::protocol::{ErrorCode, Identity, SessionInfo, SessionState, WireCredentials, WireError};
 use crate::sts::{BoxFuture, Fetch, FetchRequest};
 
@@ -81,13 +91,78 @@ pub const RETRY_UNREACHABLE_MAX: Duration = Duration::from_secs(15);
 /// A measured clock skew larger than this is shown in `daemon list`.
 const SKEW_SHOWN_SECS: i64 = 60;
 
-/// When to refresh, measured from receipt: `lifetime − min(window, lifetime/3) − jitter`,
-/// where jitter (`0.0..=1.0` of up to 10 % of the lead) spreads refreshes of sessions loaded
-/// together.
-pub fn refresh_delay(lifetime: Duration, window: Duration, jitter: f64) -> Duration {
+/// botocore's advisory refresh window: an SDK given credentials with less than this left
+/// refreshes them (runs the credential process) on every call.
+pub const BOTOCORE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// A session unused for longer than this is not re-warmed after a restart (it stays cold
+/// until a client asks for it).
+pub const REWARM_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// When to refresh, measured from receipt. The earliest point is `lifetime − lead`, where
+/// `lead = min(window, lifetime/3)`; the latest keeps botocore's 15 minutes when the lead is
+/// longer than that (else half the lead; never within the serve margin). `spread` (0..=1) is
+/// the fraction of the room between the two that is used, and `jitter` (0..=1) the point in
+/// it: sessions loaded together refresh spread over that room, so N of them cost about
+/// N / room calls per second instead of one burst.
+pub fn refresh_delay(lifetime: Duration, window: Duration, spread: f64, jitter: f64) -> Duration {
     let lead = window.min(lifetime / 3);
-    let jitter = lead.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
-    lifetime.saturating_sub(lead + jitter)
+    let latest_left = if lead > BOTOCORE_WINDOW {
+        BOTOCORE_WINDOW
+    } else {
+        lead / 2
+    };
+    let latest_left = latest_left.max(serve_margin(lifetime)).min(lead);
+    let room = (lead - latest_left).mul_f64(spread.clamp(0.0, 1.0));
+    lifetime.saturating_sub(lead) + room.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// How the daemon's own STS calls are shaped (`elhaz.toml`: `[sts]`, `refresh_spread`).
+#[derive(Debug, Clone)]
+pub struct Shaping {
+    /// Background rate and burst of every endpoint.
+    pub rate: RateConfig,
+    /// Other rates for some endpoints, keyed by [`sts_endpoint`]'s name.
+    pub endpoints: std::collections::HashMap<String, RateConfig>,
+    /// Fraction of the refresh room refresh points are spread over (see [`refresh_delay`]).
+    pub spread: f64,
+}
+
+impl Default for Shaping {
+    fn default() -> Self {
+        Shaping {
+            rate: RateConfig::default(),
+            endpoints: Default::default(),
+            spread: 1.0,
+        }
+    }
+}
+
+impl Shaping {
+    /// The shaping `elhaz.toml` asks for.
+    pub fn from_settings(settings: &crate::config::Settings) -> Shaping {
+        let d = Shaping::default();
+        let sts = settings.sts.clone().unwrap_or_default();
+        let rate = RateConfig {
+            rate: sts.rate.unwrap_or(d.rate.rate),
+            burst: sts.burst.unwrap_or(d.rate.burst),
+        };
+        let endpoints = sts
+            .endpoints
+            .iter()
+            .map(|(url, r)| {
+                let c = RateConfig {
+                    rate: r.rate.unwrap_or(rate.rate),
+                    burst: r.burst.unwrap_or(rate.burst),
+                };
+                (url.trim_end_matches('/').to_string(), c)
+            })
+            .collect();
+        Shaping {
+            rate,
+            endpoints,
+            spread: settings.refresh_spread(),
+        }
+    }
 }
 
 /// Delay before retry number `failures` (1-based): exponential with ±20 % jitter, capped at
@@ -136,19 +211,19 @@ fn secs(d: Duration) -> String {
     }
 }
 
-/// The STS endpoint a config calls, for messages: its `endpoint_url`, else the daemon's
-/// `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL`, else the regional endpoint of its (STS) region;
-/// without one, the daemon's default region decides.
+/// The STS endpoint a config calls, for messages and as the scheduler's key: its
+/// `endpoint_url`, else the daemon's `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL`, else the
+/// regional endpoint of its (STS) region; without one, the daemon's default region decides.
 fn sts_endpoint(config: &SessionConfig) -> String {
     if let Some(url) = config.endpoint_url() {
-        return url.to_string();
+        return url.trim_end_matches('/').to_string();
     }
     // The SDK's own override, from the daemon's environment.
     if let Some(url) = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
     {
-        return url;
+        return url.trim_end_matches('/').to_string();
     }
     match config
         .sts
@@ -237,6 +312,12 @@ impl Held {
     }
 }
 
+/// Seconds since the Unix epoch (0 before it).
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `to − from` in whole seconds, signed.
 fn secs_between(from: std::time::Instant, to: std::time::Instant) -> i64 {
     match to.checked_duration_since(from) {
@@ -263,6 +344,16 @@ struct Inner {
     note: Option<String>,
 }
 
+/// One line of the warm file: a session cached at the last shutdown, and when a client last
+/// used it (`None`: an old warm file that recorded names only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmEntry {
+    /// The session's name.
+    pub name: String,
+    /// When a client last used it.
+    pub last_used: Option<SystemTime>,
+}
+
 /// One cached session.
 #[derive(Debug)]
 pub struct Session {
@@ -277,12 +368,24 @@ pub struct Session {
     warning: Option<String>,
     /// [`stamp`] of the config file this session was loaded from.
     stamp: AtomicU64,
+    /// When a client last asked for it (wall clock, Unix seconds): recorded in the warm file
+    /// so a restart re-warms the most recently used sessions first and leaves idle ones cold.
+    last_used: AtomicU64,
 }
 
 impl Inner {
     /// Whether the scheduled refresh is due by either clock.
     fn refresh_due(&self, now: Instant, wall: SystemTime) -> bool {
         self.next_refresh.is_some_and(|t| t <= now) || self.refresh_wall.is_some_and(|t| t <= wall)
+    }
+
+    /// Whether servable credentials are held or a fetch is in flight.
+    fn warm_or_fetching(&self, wall: SystemTime) -> bool {
+        self.inflight.is_some()
+            || self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.servable(Instant::now(), wall))
     }
 
     /// Schedules the next refresh `delay` after (`mono`, `wall`) on both clocks.
@@ -365,6 +468,10 @@ struct Engine {
     fetcher: Arc<dyn Fetch>,
     shutdown: CancellationToken,
     refresh_window: Duration,
+    /// Fraction of the refresh room refresh points are spread over.
+    refresh_spread: f64,
+    /// Every background STS call (refresh, re-warm) waits here for a permit.
+    scheduler: Scheduler,
     /// The wall clock (`SystemTime::now` in production).
     wall: WallClock,
     /// Whether the clock watcher task was started (once, with the first session).
@@ -388,7 +495,25 @@ impl Sessions {
         fetcher: Arc<dyn Fetch>,
         refresh_window: Duration,
     ) -> Sessions {
-        Sessions::with_wall_clock(store, capacity, fetcher, refresh_window, clock::system())
+        Sessions::shaped(store, capacity, fetcher, refresh_window, Shaping::default())
+    }
+
+    /// [`Sessions::new`] with the background STS calls shaped by `shaping`.
+    pub fn shaped(
+        store: Store,
+        capacity: usize,
+        fetcher: Arc<dyn Fetch>,
+        refresh_window: Duration,
+        shaping: Shaping,
+    ) -> Sessions {
+        Sessions::build(
+            store,
+            capacity,
+            fetcher,
+            refresh_window,
+            shaping,
+            clock::system(),
+        )
     }
 
     /// [`Sessions::new`] reading the wall clock from `wall` (unit tests move it).
@@ -399,14 +524,37 @@ impl Sessions {
         refresh_window: Duration,
         wall: WallClock,
     ) -> Sessions {
+        Sessions::build(
+            store,
+            capacity,
+            fetcher,
+            refresh_window,
+            Shaping::default(),
+            wall,
+        )
+    }
+
+    fn build(
+        store: Store,
+        capacity: usize,
+        fetcher: Arc<dyn Fetch>,
+        refresh_window: Duration,
+        shaping: Shaping,
+        wall: WallClock,
+    ) -> Sessions {
         let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        let shutdown = CancellationToken::new();
+        let scheduler =
+            Scheduler::with_overrides(shaping.rate, shaping.endpoints, shutdown.clone());
         Sessions {
             engine: Arc::new(Engine {
                 cache: Mutex::new(LruCache::new(cap)),
                 store,
                 fetcher,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 refresh_window,
+                refresh_spread: shaping.spread,
+                scheduler,
                 wall,
                 watching: false.into(),
                 watch_wake: Notify::new(),
@@ -452,6 +600,95 @@ impl Sessions {
     /// Names of the cached sessions, most recently used first.
     pub fn names(&self) -> Vec<String> {
         self.engine.lock().iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// The cached sessions with when a client last used each, most recently used first (what
+    /// the warm file records).
+    pub fn warm_entries(&self) -> Vec<WarmEntry> {
+        self.engine
+            .lock()
+            .iter()
+            .map(|(k, s)| WarmEntry {
+                name: k.clone(),
+                last_used: Some(
+                    SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(s.last_used.load(Ordering::Relaxed)),
+                ),
+            })
+            .collect()
+    }
+
+    /// Re-warms `entries` (most recently used first) after a restart, in the background:
+    /// sessions unused for more than [`REWARM_MAX_IDLE`] stay cold; the others are loaded at
+    /// once in their old LRU order (configs only, no STS call), then fetched most recently
+    /// used first, each after a background permit of the scheduler, so the re-warm goes at
+    /// the configured rate and a client's own fetch never waits behind it. Returns the task.
+    pub fn rewarm(&self, entries: Vec<WarmEntry>) -> tokio::task::JoinHandle<()> {
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let now = engine.now_wall();
+            let (warm, cold): (Vec<WarmEntry>, Vec<WarmEntry>) =
+                entries.into_iter().partition(|e| {
+                    e.last_used.is_none_or(|t| {
+                        now.duration_since(t).unwrap_or_default() <= REWARM_MAX_IDLE
+                    })
+                });
+            if !cold.is_empty() {
+                tracing::info!(
+                    sessions = cold.len(),
+                    "not re-warming sessions unused for more than a day (loaded when asked)"
+                );
+            }
+            // Least recently used first, so the LRU order survives the restart.
+            let mut loaded = Vec::with_capacity(warm.len());
+            for e in warm.iter().rev() {
+                match engine.load(&e.name, false) {
+                    Ok(s) => {
+                        if let Some(t) = e.last_used {
+                            s.last_used.store(unix_secs(t), Ordering::Relaxed);
+                        }
+                        loaded.push(s);
+                    }
+                    Err(err) => {
+                        tracing::warn!(session = %e.name, error = %err.message, "cannot re-warm")
+                    }
+                }
+            }
+            tracing::info!(
+                sessions = loaded.len(),
+                "re-warming (most recently used first)"
+            );
+            for session in loaded.into_iter().rev() {
+                if engine.shutdown.is_cancelled() {
+                    return;
+                }
+                if session.cancel.is_cancelled() || engine.warm_or_fetching(&session) {
+                    continue; // evicted, or a client fetched it meanwhile
+                }
+                let endpoint = sts_endpoint(&session.config);
+                if !engine.scheduler.background(&endpoint, Instant::now()).await {
+                    return;
+                }
+                let flight = {
+                    let mut inner = session.lock();
+                    if session.cancel.is_cancelled() || inner.warm_or_fetching(engine.now_wall()) {
+                        continue; // the permit is spent; a client was quicker
+                    }
+                    let f = engine.start_fetch(&session, None, true);
+                    inner.inflight = Some(f.clone());
+                    f
+                };
+                // The fetch runs in its own task; this one only reports how it ended.
+                tokio::spawn(async move {
+                    match flight.await {
+                        Ok(_) => tracing::info!(session = %session.name, "re-warmed after restart"),
+                        Err(e) => {
+                            tracing::warn!(session = %session.name, error = %e.message, "cannot re-warm")
+                        }
+                    }
+                });
+            }
+        })
     }
 
     /// Loads (or reloads, if its config changed) a session and waits for its first credentials.
@@ -502,6 +739,7 @@ impl Sessions {
             .credentials_of(&session, mfa_code.map(Into::into))
             .await?;
         session.hits.fetch_add(1, Ordering::Relaxed);
+        self.engine.used(&session);
         let region = session.config.region.as_ref().map(|r| r.0.clone());
         Ok(held.creds.to_wire(region))
     }
@@ -588,6 +826,18 @@ impl Engine {
         self.wall.now()
     }
 
+    /// Whether `session` holds servable credentials or has a fetch in flight.
+    fn warm_or_fetching(&self, session: &Session) -> bool {
+        session.lock().warm_or_fetching(self.now_wall())
+    }
+
+    /// Records that a client used `session` now.
+    fn used(&self, session: &Session) {
+        session
+            .last_used
+            .store(unix_secs(self.now_wall()), Ordering::Relaxed);
+    }
+
     /// Starts the clock watcher with the first session, and wakes it if it sleeps because
     /// no session was cached.
     fn watch(self: &Arc<Self>) {
@@ -658,6 +908,7 @@ impl Engine {
             hits: AtomicU64::new(0),
             sts_calls: AtomicU64::new(0),
             stamp: AtomicU64::new(stamp),
+            last_used: AtomicU64::new(unix_secs(self.now_wall())),
         });
         let replaced = cache.pop(name);
         let evicted = cache.push(name.to_string(), session.clone());
@@ -781,7 +1032,8 @@ impl Engine {
                 match &inner.inflight {
                     Some(f) => f.clone(),
                     None => {
-                        let f = self.start_fetch(session, code.take());
+                        // A client waits for this one: it never queues behind background work.
+                        let f = self.start_fetch(session, code.take(), false);
                         inner.inflight = Some(f.clone());
                         f
                     }
@@ -799,15 +1051,17 @@ impl Engine {
     }
 
     /// Starts a fetch task and returns its shared result. Callers store it as the session's
-    /// in-flight fetch under the session lock.
+    /// in-flight fetch under the session lock. A `background` fetch already holds a
+    /// scheduler permit; any other is a client's and only takes a token on the way.
     fn start_fetch(
         self: &Arc<Self>,
         session: &Arc<Session>,
         mfa_code: Option<secrecy::SecretString>,
+        background: bool,
     ) -> Flight {
         let engine = self.clone();
         let s = session.clone();
-        let task = tokio::spawn(async move { engine.fetch(&s, mfa_code).await });
+        let task = tokio::spawn(async move { engine.fetch(&s, mfa_code, background).await });
         let s = session.clone();
         let fut: BoxFuture<Result<Arc<Held>, WireError>> = Box::pin(async move {
             task.await.unwrap_or_else(|e| {
@@ -828,13 +1082,14 @@ impl Engine {
         self: Arc<Self>,
         session: &Arc<Session>,
         mfa_code: Option<secrecy::SecretString>,
+        background: bool,
     ) -> Result<Arc<Held>, WireError> {
         // `Fetched::lifetime` is measured from when the request was sent, so the deadline is
         // anchored there too: a slow answer must not push it past the real expiry.
         // The wall-clock twin of `sent`: the wall deadline is `wall_sent + lifetime`.
         let sent = Instant::now();
         let wall_sent = self.now_wall();
-        let result = self.fetch_inner(session, mfa_code).await;
+        let result = self.fetch_inner(session, mfa_code, background).await;
         let now = Instant::now();
         let wall_now = self.now_wall();
         let jitter: f64 = rand::random();
@@ -859,7 +1114,7 @@ impl Engine {
                 inner.schedule(Some((
                     sent,
                     wall_sent,
-                    refresh_delay(f.lifetime, self.refresh_window, jitter),
+                    refresh_delay(f.lifetime, self.refresh_window, self.refresh_spread, jitter),
                 )));
                 inner.held = Some(held.clone());
                 inner.last_error = None;
@@ -901,6 +1156,7 @@ impl Engine {
         self: &Arc<Self>,
         session: &Arc<Session>,
         mut mfa_code: Option<secrecy::SecretString>,
+        background: bool,
     ) -> Result<crate::sts::Fetched, WireError> {
         let config = session.config.clone();
         let chained = match config.source() {
@@ -935,7 +1191,11 @@ impl Engine {
         };
         session.sts_calls.fetch_add(1, Ordering::Relaxed);
         let endpoint = sts_endpoint(&config);
-        self.fetcher
+        if !background {
+            self.scheduler.foreground(&endpoint);
+        }
+        let result = self
+            .fetcher
             .fetch(FetchRequest {
                 name: session.name.clone(),
                 config,
@@ -943,8 +1203,14 @@ impl Engine {
                 long_term,
                 mfa_code,
             })
-            .await
-            .map_err(|e| explain(e, &session.name, &endpoint))
+            .await;
+        // Throttling slows every background call to this endpoint, not just this session's.
+        let outcome = match &result {
+            Err(e) if e.code == ErrorCode::Throttled => Outcome::Throttled,
+            _ => Outcome::Answered,
+        };
+        self.scheduler.report(&endpoint, outcome);
+        result.map_err(|e| explain(e, &session.name, &endpoint))
     }
 
     /// Long-term keys for a keyring source: read once per session load, then kept.
@@ -966,8 +1232,11 @@ impl Engine {
     }
 }
 
-/// A session's background refresher: sleeps until the next refresh is due, refreshes through
-/// the single-flight path, and exits when the session is evicted or the daemon stops.
+/// A session's background refresher: sleeps until the next refresh is due, waits for a
+/// scheduler permit (deadline: the credential's expiry), refreshes through the single-flight
+/// path, and exits when the session is evicted or the daemon stops. While it waits for the
+/// permit the refresh stays due; a client's fetch meanwhile reschedules it, and the wait is
+/// dropped.
 async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
     engine.watch();
     loop {
@@ -984,17 +1253,36 @@ async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
             () = session.wake.notified() => {}
             () = sleep => {}
         }
+        // Due, with no fetch in flight: wait for a permit first.
+        let deadline = {
+            let inner = session.lock();
+            if !inner.refresh_due(Instant::now(), engine.now_wall()) {
+                continue; // rescheduled meanwhile, or woken for nothing
+            }
+            match (&inner.inflight, &inner.held) {
+                (Some(_), _) => None, // a client's fetch is under way: join it below
+                (None, Some(h)) => Some(h.expires_at),
+                (None, None) => Some(Instant::now()),
+            }
+        };
+        if let Some(deadline) = deadline {
+            match wait_for_permit(&engine, &session, deadline).await {
+                Permit::Granted => {}
+                Permit::NotNeeded => continue,
+                Permit::Stopped => return,
+            }
+        }
         let flight = {
             let wall = engine.now_wall();
             let mut inner = session.lock();
             if !inner.refresh_due(Instant::now(), wall) {
-                continue; // rescheduled meanwhile, or woken for nothing
+                continue;
             }
             inner.schedule(None);
             match &inner.inflight {
                 Some(f) => f.clone(),
                 None => {
-                    let f = engine.start_fetch(&session, None);
+                    let f = engine.start_fetch(&session, None, true);
                     inner.inflight = Some(f.clone());
                     f
                 }
@@ -1005,6 +1293,39 @@ async fn refresher(engine: Arc<Engine>, session: Arc<Session>) {
             r = flight => {
                 if r.is_ok() {
                     tracing::info!(session = %session.name, "credentials refreshed");
+                }
+            }
+        }
+    }
+}
+
+/// How a wait for a background permit ended.
+enum Permit {
+    /// Go ahead.
+    Granted,
+    /// A client's fetch made the call unnecessary (rescheduled, or one is in flight).
+    NotNeeded,
+    /// The session was evicted or the daemon stops.
+    Stopped,
+}
+
+/// Waits for `session`'s background permit. Wake-ups meanwhile (a client's fetch, the clock
+/// watcher) re-check whether the call is still needed without losing the place in the queue.
+async fn wait_for_permit(engine: &Engine, session: &Session, deadline: Instant) -> Permit {
+    let endpoint = sts_endpoint(&session.config);
+    let permit = engine.scheduler.background(&endpoint, deadline);
+    tokio::pin!(permit);
+    // Bounded by the permit: each round either ends or waits for the next wake-up.
+    loop {
+        tokio::select! {
+            () = session.cancel.cancelled() => return Permit::Stopped,
+            granted = &mut permit => {
+                return if granted { Permit::Granted } else { Permit::Stopped };
+            }
+            () = session.wake.notified() => {
+                let inner = session.lock();
+                if inner.inflight.is_some() || !inner.refresh_due(Instant::now(), engine.now_wall()) {
+                    return Permit::NotNeeded;
                 }
             }
         }
@@ -1061,14 +1382,43 @@ mod tests {
     fn refresh_schedule() {
         let h = Duration::from_secs(3600);
         let w = Duration::from_secs(1200);
-        assert_eq!(refresh_delay(h, w, 0.0), Duration::from_secs(2400));
-        // Jitter only moves the refresh earlier, by at most 10 % of the lead.
-        assert_eq!(refresh_delay(h, w, 1.0), Duration::from_secs(2280));
-        // Short lifetimes refresh at two thirds.
+        // The earliest point: the lead (20 min) before expiry.
+        assert_eq!(refresh_delay(h, w, 1.0, 0.0), Duration::from_secs(2400));
+        // The latest: botocore's 15 minutes before expiry; half the room at jitter 0.5.
+        assert_eq!(refresh_delay(h, w, 1.0, 1.0), Duration::from_secs(2700));
+        assert_eq!(refresh_delay(h, w, 1.0, 0.5), Duration::from_secs(2550));
+        // A smaller spread uses part of the room; none keeps the single point.
+        assert_eq!(refresh_delay(h, w, 0.2, 1.0), Duration::from_secs(2460));
+        assert_eq!(refresh_delay(h, w, 0.0, 1.0), Duration::from_secs(2400));
+        // A long window: 12 h credentials, 1 h lead, spread over 45 min.
+        let w1h = Duration::from_secs(3600);
         assert_eq!(
-            refresh_delay(Duration::from_secs(30), w, 0.0),
+            refresh_delay(Duration::from_secs(43_200), w1h, 1.0, 1.0),
+            Duration::from_secs(43_200 - 900)
+        );
+        // Short lifetimes: the lead is a third; spread over half of it, never past the
+        // serve margin.
+        assert_eq!(
+            refresh_delay(Duration::from_secs(30), w, 0.0, 0.0),
             Duration::from_secs(20)
         );
+        assert_eq!(
+            refresh_delay(Duration::from_secs(30), w, 1.0, 1.0),
+            Duration::from_secs(25)
+        );
+        for lifetime in [1, 5, 30, 600, 2700, 3600, 43_200] {
+            let l = Duration::from_secs(lifetime);
+            for window in [1, 10, 60, 1200, 3600] {
+                let w = Duration::from_secs(window);
+                let d = refresh_delay(l, w, 1.0, 1.0);
+                // A lead shorter than the margin is the configuration's choice; the spread
+                // never goes beyond it or the margin.
+                assert!(
+                    l - d >= serve_margin(l).min(w.min(l / 3)),
+                    "{lifetime} s / {window} s: refresh at {d:?} is past the serve margin"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1089,19 +1439,62 @@ mod tests {
     struct FakeSts {
         calls: AtomicUsize,
         fail: std::sync::atomic::AtomicBool,
+        /// Answer `Throttled` (as STS's `Throttling` classifies).
+        throttle: std::sync::atomic::AtomicBool,
+        /// Every call: (session, when).
+        log: Mutex<Vec<(String, Instant)>>,
         lifetime: Duration,
         delay: Duration,
+    }
+
+    impl FakeSts {
+        /// When each call for a session whose name starts with `prefix` was made.
+        fn times(&self, prefix: &str) -> Vec<Instant> {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .map(|(_, t)| *t)
+                .collect()
+        }
+        fn names(&self) -> Vec<String> {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect()
+        }
+    }
+
+    /// Most calls in any window of `len` among `times`.
+    fn peak(times: &[Instant], len: Duration) -> usize {
+        times
+            .iter()
+            .map(|s| times.iter().filter(|t| **t >= *s && **t < *s + len).count())
+            .max()
+            .unwrap_or(0)
     }
 
     impl Fetch for FakeSts {
         fn fetch(&self, req: FetchRequest) -> BoxFuture<Result<Fetched, WireError>> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             let fail = self.fail.load(Ordering::SeqCst);
+            let throttle = self.throttle.load(Ordering::SeqCst);
+            self.log
+                .lock()
+                .unwrap()
+                .push((req.name.clone(), Instant::now()));
             let (lifetime, delay) = (self.lifetime, self.delay);
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 if fail {
                     return Err(WireError::new(ErrorCode::Unavailable, "sts is down"));
+                }
+                if throttle {
+                    return Err(WireError::new(
+                        ErrorCode::Throttled,
+                        "Throttling: slow down",
+                    ));
                 }
                 Ok(Fetched {
                     creds: Credentials {
@@ -1181,12 +1574,228 @@ mod tests {
         let fake = Arc::new(FakeSts {
             calls: AtomicUsize::new(0),
             fail: false.into(),
+            throttle: false.into(),
+            log: Mutex::new(Vec::new()),
             lifetime: Duration::from_secs(lifetime),
             delay: Duration::from_millis(delay_ms),
         });
         let sessions =
             Sessions::with_wall_clock(store, 2, fake.clone(), Duration::from_secs(1200), wall);
         (sessions, fake, dir)
+    }
+
+    /// `n` sessions `s0000`… (plus `names`) in a cache big enough for all, shaped by
+    /// `shaping`, with a 20-minute window.
+    fn setup_shaped(
+        lifetime: u64,
+        n: usize,
+        names: &[&str],
+        shaping: Shaping,
+    ) -> (Sessions, Arc<FakeSts>, tempfile::TempDir) {
+        let (_, fake, dir) = setup(lifetime, 10, names);
+        let store = Store::new(dir.path().join("configs"));
+        for i in 0..n {
+            store
+                .write(
+                    &format!("s{i:04}"),
+                    "[role]\narn = \"arn:aws:iam::123456789012:role/r\"\n",
+                    false,
+                )
+                .unwrap();
+        }
+        let sessions = Sessions::build(
+            store,
+            n + names.len() + 1,
+            fake.clone(),
+            Duration::from_secs(1200),
+            shaping,
+            clock::system(),
+        );
+        (sessions, fake, dir)
+    }
+
+    fn shaping(rate: f64, burst: f64, spread: f64) -> Shaping {
+        Shaping {
+            rate: RateConfig { rate, burst },
+            endpoints: Default::default(),
+            spread,
+        }
+    }
+
+    /// Loads sessions `s0000`… `s{n-1}` with a client request each, all at once.
+    async fn load_all(sessions: &Sessions, n: usize) {
+        for i in 0..n {
+            sessions
+                .credentials(&format!("s{i:04}"), None)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The refresh points of sessions loaded together spread over the room between the lead
+    /// (20 min) and botocore's 15 minutes: no burst.
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_of_sessions_loaded_together_are_spread() {
+        let (sessions, fake, _d) = setup_shaped(3600, 300, &[], shaping(1000.0, 1000.0, 1.0));
+        let t0 = Instant::now();
+        load_all(&sessions, 300).await;
+        tokio::time::sleep(Duration::from_secs(46 * 60)).await;
+        let times = fake.times("s");
+        let refreshes: Vec<Instant> = times[300..].to_vec();
+        assert_eq!(refreshes.len(), 300, "each session refreshed once");
+        let first = *refreshes.iter().min().unwrap() - t0;
+        let last = *refreshes.iter().max().unwrap() - t0;
+        assert!(first >= Duration::from_secs(40 * 60), "{first:?}");
+        assert!(last <= Duration::from_secs(45 * 60 + 1), "{last:?}");
+        assert!(
+            last - first >= Duration::from_secs(4 * 60),
+            "spread over {:?}",
+            last - first
+        );
+        // 300 over 300 s is ~1/s: never a burst (a synchronized refresh would be 300 at once).
+        let p = peak(&refreshes, Duration::from_secs(1));
+        assert!(p <= 8, "{p} refreshes within one second");
+    }
+
+    /// Background refreshes wait for the scheduler: with no spread all are due together, and
+    /// they go at the configured rate, earliest expiry first.
+    #[tokio::test(start_paused = true)]
+    async fn background_refreshes_go_at_the_scheduler_rate() {
+        let (sessions, fake, _d) = setup_shaped(3600, 100, &[], shaping(5.0, 2.0, 0.0));
+        load_all(&sessions, 100).await; // client fetches: never held back
+        let loaded = Instant::now();
+        assert!(loaded.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_secs(40 * 60 + 30)).await;
+        let refreshes = fake.times("s")[100..].to_vec();
+        assert_eq!(refreshes.len(), 100);
+        let p = peak(&refreshes, Duration::from_secs(1));
+        assert!(
+            p <= 5 + 2,
+            "{p} background calls within one second at 5/s, burst 2"
+        );
+        let span = *refreshes.last().unwrap() - refreshes[0];
+        assert!(
+            span >= Duration::from_secs(19),
+            "100 calls at 5/s took only {span:?}"
+        );
+        // Earliest expiry first: sessions were loaded in order, so they refresh in order.
+        let names = fake.names();
+        let order: Vec<&String> = names[100..].iter().collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted);
+    }
+
+    /// A client's first fetch is answered at once while a long background backlog waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_clients_first_fetch_never_waits_behind_background_work() {
+        let (sessions, fake, _d) = setup_shaped(3600, 100, &["z"], shaping(1.0, 1.0, 0.0));
+        load_all(&sessions, 100).await;
+        // All 100 refreshes are due; at 1/s the backlog lasts ~100 s.
+        tokio::time::sleep(Duration::from_secs(40 * 60 + 5)).await;
+        let before = fake.calls.load(Ordering::SeqCst);
+        assert!(
+            before < 100 + 20,
+            "the backlog is still queued ({before} calls)"
+        );
+        let t0 = Instant::now();
+        sessions.credentials("z", None).await.unwrap();
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_millis(10),
+            "only the fetch itself"
+        );
+    }
+
+    /// A refresh waiting for a permit is dropped when a client fetches the session meanwhile:
+    /// one STS call, not two.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_fetch_replaces_a_queued_refresh() {
+        let (sessions, fake, _d) = setup_shaped(60, 40, &[], shaping(0.5, 1.0, 0.0));
+        load_all(&sessions, 40).await;
+        // Refreshes are due at 40 s; at 0.5/s the last ones wait ~80 s, past the expiry.
+        tokio::time::sleep(Duration::from_secs(58)).await;
+        let waiting = "s0039";
+        assert_eq!(fake.times(waiting).len(), 1, "still queued");
+        sessions.credentials(waiting, None).await.unwrap();
+        assert_eq!(
+            fake.times(waiting).len(),
+            2,
+            "the client's fetch went ahead"
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            fake.times(waiting).len(),
+            2,
+            "the queued refresh was dropped, not made as well"
+        );
+    }
+
+    /// Throttling halves the background rate (AIMD) for the endpoint; success brings it back.
+    #[tokio::test(start_paused = true)]
+    async fn throttling_slows_the_scheduler_and_it_recovers() {
+        let (sessions, fake, _d) = setup_shaped(3600, 60, &[], shaping(20.0, 5.0, 0.0));
+        load_all(&sessions, 60).await;
+        let endpoint = sts_endpoint(&sessions.engine.load("s0000", false).unwrap().config);
+        assert_eq!(sessions.engine.scheduler.rate(&endpoint), 20.0);
+        fake.throttle.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(40 * 60 + 2)).await;
+        let slowed = sessions.engine.scheduler.rate(&endpoint);
+        assert!(slowed <= 2.5, "still at {slowed}/s after being throttled");
+        let throttled_calls = fake.calls.load(Ordering::SeqCst) - 60;
+        fake.throttle.store(false, Ordering::SeqCst);
+        // Every session keeps its credentials (still valid) and retries; each success adds
+        // back 0.5/s.
+        tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+        assert!(sessions.list().iter().all(|i| i.state == SessionState::Fresh));
+        assert!(throttled_calls >= 5);
+        assert!(
+            sessions.engine.scheduler.rate(&endpoint) >= 20.0 - f64::EPSILON,
+            "recovered to {}",
+            sessions.engine.scheduler.rate(&endpoint)
+        );
+    }
+
+    /// Re-warm after a restart: most recently used first, at the scheduler's rate; sessions
+    /// unused for more than a day stay cold; the LRU order is the recorded one.
+    #[tokio::test(start_paused = true)]
+    async fn rewarm_goes_most_recently_used_first_and_leaves_idle_sessions_cold() {
+        let (sessions, fake, _d) = setup_shaped(3600, 30, &[], shaping(10.0, 1.0, 1.0));
+        let now = SystemTime::now();
+        // MRU first: s0000 used a minute ago, … s0029 used 29 min ago; s0025.. over a day.
+        let entries: Vec<WarmEntry> = (0..30)
+            .map(|i| WarmEntry {
+                name: format!("s{i:04}"),
+                last_used: Some(if i >= 25 {
+                    now - REWARM_MAX_IDLE - Duration::from_secs(60 * i)
+                } else {
+                    now - Duration::from_secs(60 * (i + 1))
+                }),
+            })
+            .collect();
+        let t0 = Instant::now();
+        sessions.rewarm(entries).await.unwrap();
+        // Bounded: 25 calls at 10/s.
+        while fake.calls.load(Ordering::SeqCst) < 25 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "re-warm stalled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let expected: Vec<String> = (0..25).map(|i| format!("s{i:04}")).collect();
+        assert_eq!(fake.names(), expected, "MRU first, the idle ones never");
+        assert_eq!(
+            sessions.names(),
+            expected,
+            "LRU order kept; idle ones not loaded"
+        );
+        let times = fake.times("s");
+        assert!(peak(&times, Duration::from_secs(1)) <= 11);
+        // The recorded last use survives (not reset by the re-warm).
+        let recorded = sessions.warm_entries();
+        assert_eq!(
+            recorded[0].last_used.map(unix_secs),
+            Some(unix_secs(now - Duration::from_secs(60)))
+        );
     }
 
     const TWO_HOURS: i64 = 2 * 3600;
@@ -1393,8 +2002,8 @@ mod tests {
     async fn background_refresh_before_expiry_without_requests() {
         let (sessions, fake, _d) = setup(3600, 10, &["a"]);
         let first = sessions.credentials("a", None).await.unwrap();
-        // Refresh is due at 40 min (minus jitter); advance to 41 min with no request.
-        tokio::time::sleep(Duration::from_secs(41 * 60)).await;
+        // Refresh is due between 40 and 45 min (spread); advance to 46 min with no request.
+        tokio::time::sleep(Duration::from_secs(46 * 60)).await;
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
         let second = sessions.credentials("a", None).await.unwrap();
         assert_ne!(first.access_key_id, second.access_key_id);
@@ -1406,7 +2015,7 @@ mod tests {
         let (sessions, fake, _d) = setup(3600, 10, &["a"]);
         let first = sessions.credentials("a", None).await.unwrap();
         fake.fail.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(45 * 60)).await;
+        tokio::time::sleep(Duration::from_secs(50 * 60)).await;
         // Refresh failed (and retried), but the credential is still valid: served, no wait.
         let served = sessions.credentials("a", None).await.unwrap();
         assert_eq!(served.access_key_id, first.access_key_id);
@@ -1457,7 +2066,7 @@ mod tests {
         let names = sessions.names();
         assert_eq!(names, vec!["c".to_string(), "b".to_string()]);
         // The evicted session's refresher is gone: only b and c refresh.
-        tokio::time::sleep(Duration::from_secs(41 * 60)).await;
+        tokio::time::sleep(Duration::from_secs(46 * 60)).await;
         assert_eq!(fake.calls.load(Ordering::SeqCst), 5);
         sessions.credentials("a", None).await.unwrap(); // re-add
         assert_eq!(fake.calls.load(Ordering::SeqCst), 6);
