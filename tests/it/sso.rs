@@ -1036,3 +1036,41 @@ fn sso_profile_source_uses_the_cached_login() {
     );
     assert_eq!(fake.count("/device_authorization"), 1);
 }
+
+/// botocore running `elhaz credential-process` with no terminal, in state `login_required`:
+/// the credential load fails within 2 s and botocore's error carries the hint (botocore puts
+/// the process's stderr in its exception).
+#[test]
+fn sso_login_required_under_botocore_fails_fast_with_the_hint() {
+    let (env, fake) = login_required_env();
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the test venv is missing: {}",
+        python.display()
+    );
+    let aws_config = env.write_scratch(
+        "aws-config-cp",
+        format!("[profile via-elhaz]\ncredential_process = {BIN} credential-process b\n"),
+    );
+    let script = "import time, boto3\n\
+        t = time.monotonic()\n\
+        try:\n    boto3.Session(profile_name='via-elhaz').get_credentials().get_frozen_credentials()\n    print('SERVED')\n\
+        except Exception as e:\n    print('ERROR', round(time.monotonic() - t, 3), e)\n";
+    let mut cmd = env.command("setsid");
+    cmd.arg(&python)
+        .args(["-c", script])
+        .env("AWS_CONFIG_FILE", &aws_config);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    let said = stdout(&out);
+    assert!(said.starts_with("ERROR "), "{said}{}", stderr(&out));
+    assert_contains(&said, &["run `elhaz sso login corp`"]);
+    let took: f64 = said.split_whitespace().nth(1).unwrap().parse().unwrap();
+    eprintln!("sso: botocore's credential load failed with the hint in {took} s");
+    assert!(took < 2.0, "botocore's credential load took {took} s");
+    assert_eq!(
+        fake.count("/device_authorization"),
+        1,
+        "a login was started"
+    );
+}
