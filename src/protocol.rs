@@ -703,6 +703,38 @@ mod tests {
     }
 
     #[test]
+    fn sso_login_debug_shows_no_token() {
+        let r = Request::SsoLogin {
+            sso: SsoTarget {
+                sso_session: Some("corp".into()),
+                start_url: "https://x.awsapps.com/start".into(),
+                region: "eu-west-1".into(),
+            },
+            sso_token: SsoToken {
+                access_token: "SECRET-A".into(),
+                expires_at: "2030-01-01T00:00:00Z".into(),
+                refresh_token: Some("SECRET-R".into()),
+                client_id: Some("SECRET-I".into()),
+                client_secret: Some("SECRET-C".into()),
+                registration_expires_at: None,
+            },
+        };
+        let d = format!("{r:?}");
+        assert!(!d.contains("SECRET"), "{d}");
+        assert!(d.contains("x.awsapps.com"), "{d}");
+        let RequestFrame { request, .. } = RequestFrame {
+            protocol: PROTOCOL_VERSION,
+            id: 1,
+            token: None,
+            request: r,
+        };
+        let Request::SsoLogin { sso_token, .. } = request else {
+            unreachable!("built above")
+        };
+        assert!(!format!("{sso_token:?}").contains("SECRET"));
+    }
+
+    #[test]
     fn unknown_error_code_still_decodes() {
         let w: WireError =
             serde_json::from_str(r#"{"code":"from_the_future","message":"m"}"#).unwrap();

@@ -1081,3 +1081,28 @@ fn sso_login_required_under_botocore_fails_fast_with_the_hint() {
         "a login was started"
     );
 }
+
+/// Memory-only mode never reads the AWS CLI's cache either: a valid token left there by an
+/// earlier login (or the AWS CLI) serves nothing.
+#[test]
+fn sso_memory_mode_ignores_the_cache_file() {
+    let (env, fake) = sso_env();
+    add_sso(&env, "a", "123456789012", "A");
+    device_login(&env, &fake, &["corp"]);
+    assert!(cache_file(&env, "corp").exists());
+    env.run_ok(&["daemon", "stop"]);
+    env.write_settings(&format!(
+        "sso_token_cache = \"memory\"\n\n[sso_sessions.corp]\nstart_url = \"{}\"\nregion = \"eu-west-1\"\n",
+        fake.start_url()
+    ));
+    let mut cmd = detached(&env, &["credential-process", "a"]);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    assert!(
+        !out.status.success(),
+        "served from the cache file in memory mode"
+    );
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert_eq!(fake.count("/federation/credentials"), 0);
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], false, "{st}");
+}
