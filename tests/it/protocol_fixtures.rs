@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use elhaz::codec;
 use elhaz::protocol::{
     ErrorCode, Identity, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response,
-    SessionInfo, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token, WireCredentials, WireError,
+    SessionInfo, SsoAssignment, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token,
+    WireCredentials, WireError,
 };
 
 use crate::util::*;
@@ -206,6 +207,10 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
             ),
         ),
         ("request_sso_status.json", req(13, Request::SsoStatus)),
+        (
+            "request_sso_assignments.json",
+            req(15, Request::SsoAssignments { sso: corp() }),
+        ),
         (
             "request_sso_logout.json",
             req(
@@ -450,6 +455,26 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
             ),
         ),
         (
+            "reply_sso_assignments.json",
+            ok(
+                15,
+                Response::SsoAssignments {
+                    assignments: vec![
+                        SsoAssignment {
+                            account_id: "111111111111".into(),
+                            account_name: "Prod Account".into(),
+                            role_name: "ReadOnly".into(),
+                        },
+                        SsoAssignment {
+                            account_id: "222222222222".into(),
+                            account_name: "dev".into(),
+                            role_name: "Developer".into(),
+                        },
+                    ],
+                },
+            ),
+        ),
+        (
             "reply_sso_logged_out.json",
             ok(
                 14,
@@ -498,6 +523,7 @@ fn request_kind(r: &Request) -> &'static str {
         Request::ConsoleCredentials { .. } => "console_credentials",
         Request::SsoLogin { .. } => "sso_login",
         Request::SsoStatus => "sso_status",
+        Request::SsoAssignments { .. } => "sso_assignments",
         Request::SsoLogout { .. } => "sso_logout",
     }
 }
@@ -513,6 +539,7 @@ const ALL_REQUESTS: &[&str] = &[
     "console_credentials",
     "sso_login",
     "sso_status",
+    "sso_assignments",
     "sso_logout",
 ];
 
@@ -529,6 +556,7 @@ fn response_kind(r: &Response) -> &'static str {
         Response::Identity(_) => "identity",
         Response::SsoLoggedIn { .. } => "sso_logged_in",
         Response::SsoStatus { .. } => "sso_status",
+        Response::SsoAssignments { .. } => "sso_assignments",
         Response::SsoLoggedOut { .. } => "sso_logged_out",
     }
 }
@@ -543,6 +571,7 @@ const ALL_RESPONSES: &[&str] = &[
     "identity",
     "sso_logged_in",
     "sso_status",
+    "sso_assignments",
     "sso_logged_out",
 ];
 

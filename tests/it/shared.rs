@@ -246,6 +246,10 @@ fn shared_daemon_serves_allowed_agents_only() {
             r#"{{"protocol":{},"id":3,"op":"sso_logout","sso":{target},"portal_logout":true}}"#,
             elhaz::protocol::PROTOCOL_VERSION
         ),
+        format!(
+            r#"{{"protocol":{},"id":4,"op":"sso_assignments","sso":{target}}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ),
     ];
     let script = "import json, socket, struct, sys\n\
         s = socket.socket(socket.AF_UNIX)\n\
@@ -268,7 +272,7 @@ fn shared_daemon_serves_allowed_agents_only() {
     assert!(out.status.success(), "{}", describe(&c, &out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "permission_denied\npermission_denied\npermission_denied\n",
+        "permission_denied\npermission_denied\npermission_denied\npermission_denied\n",
         "{}",
         describe(&c, &out)
     );

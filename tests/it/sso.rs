@@ -734,9 +734,11 @@ fn sso_memory_mode_hands_the_token_to_the_daemon() {
     let again = env.run_ok(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
     assert_contains(&stderr(&again), &["already logged in"]);
     assert_eq!(fake.count("/device_authorization"), 2);
-    // populate needs the cache file: refused, saying why.
-    let e = stderr(&env.run_fail(&["sso", "populate", "corp"]));
-    assert_contains(&e, &["sso_token_cache", "memory"]);
+    // populate asks the daemon, which lists with its token.
+    let out = stdout(&env.run_ok(&["sso", "populate", "corp"]));
+    assert_contains(&out, &["wrote 3 session config(s)"]);
+    assert!(env.config_file("dev-developer").exists());
+    assert_eq!(fake.count("/assignment/accounts"), 1);
     env.run_ok(&["daemon", "stop"]);
     let mut cmd = detached(&env, &["credential-process", "a"]);
     let (_, out, _) = run_limited(&mut cmd, LIMIT);
@@ -780,11 +782,13 @@ fn sso_requests_are_refused_to_delegates() {
         r#""op":"sso_login","sso":{target},"sso_token":{{"access_token":"handed-over-secret","expires_at":"2099-01-01T00:00:00Z"}}"#
     );
     let logout = format!(r#""op":"sso_logout","sso":{target},"portal_logout":true"#);
+    let list = format!(r#""op":"sso_assignments","sso":{target}"#);
     let mut c = env.raw();
     for (id, op) in [
         (1, login.as_str()),
         (2, r#""op":"sso_status""#),
         (3, logout.as_str()),
+        (7, list.as_str()),
     ] {
         let reply = c.request(&format!(
             r#"{{"protocol":{},"id":{id},"token":"{TOKEN}",{op}}}"#,
