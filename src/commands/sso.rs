@@ -458,21 +458,30 @@ fn derived_name(account_name: &str, role: &str) -> String {
 fn populate(paths: &Paths, a: &SsoTarget, dry_run: bool) -> Result<ExitCode> {
     let settings = Settings::load(&paths.settings_file)?;
     let t = target(&settings, a)?;
-    if !disk(&settings) {
-        bail!(
-            "sso populate reads the login from ~/.aws/sso/cache, and sso_token_cache = \
-             \"memory\" keeps it only in the daemon: remove that setting from elhaz.toml for \
-             the populate (and log in again), or add the sessions with `elhaz config add NAME \
-             --sso-session …`"
-        );
-    }
-    let token = sso::read_cache(&cache_file(&t)?)
-        .filter(|c| c.remaining() > Duration::ZERO)
-        .ok_or_else(|| anyhow!("not logged in to {}: run `{}`", t.start_url, t.login_hint()))?;
-    let list = runtime()?.block_on(async {
-        let sdk = sso::cli_sdk_config().await;
-        sso::assignments(&sdk, &t, &token).await
-    })?;
+    let not_logged_in = || anyhow!("not logged in to {}: run `{}`", t.start_url, t.login_hint());
+    let list = if disk(&settings) {
+        let token = sso::read_cache(&cache_file(&t)?)
+            .filter(|c| c.remaining() > Duration::ZERO)
+            .ok_or_else(not_logged_in)?;
+        runtime()?.block_on(async {
+            let sdk = sso::cli_sdk_config().await;
+            sso::assignments(&sdk, &t, &token).await
+        })?
+    } else {
+        // Memory-only mode: the daemon holds the only token and asks the portal itself.
+        let mut c = elhaz::client::connect_existing(paths)?.ok_or_else(not_logged_in)?;
+        match c.call(elhaz::protocol::Request::SsoAssignments { sso: t.to_wire() })? {
+            elhaz::protocol::Response::SsoAssignments { assignments } => assignments
+                .into_iter()
+                .map(|a| sso::Assignment {
+                    account_id: a.account_id,
+                    account_name: a.account_name,
+                    role_name: a.role_name,
+                })
+                .collect(),
+            other => bail!("unexpected reply to sso_assignments: {other:?}"),
+        }
+    };
     let store = Store::new(&paths.configs_dir);
     let (mut written, mut same) = (0, 0);
     for asg in &list {

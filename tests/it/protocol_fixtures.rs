@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use elhaz::codec;
 use elhaz::protocol::{
     ErrorCode, Identity, Outcome, PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response,
-    SessionInfo, SessionState, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token,
+    SessionInfo, SessionState, SsoAssignment, SsoLoginInfo, SsoTarget, SsoToken, StatusInfo, Token,
     WireCredentials, WireError,
 };
 
@@ -207,6 +207,10 @@ fn requests() -> Vec<(&'static str, RequestFrame)> {
             ),
         ),
         ("request_sso_status.json", req(13, Request::SsoStatus)),
+        (
+            "request_sso_assignments.json",
+            req(15, Request::SsoAssignments { sso: corp() }),
+        ),
         (
             "request_sso_logout.json",
             req(
@@ -470,6 +474,26 @@ fn replies() -> Vec<(&'static str, ReplyFrame)> {
             ),
         ),
         (
+            "reply_sso_assignments.json",
+            ok(
+                15,
+                Response::SsoAssignments {
+                    assignments: vec![
+                        SsoAssignment {
+                            account_id: "111111111111".into(),
+                            account_name: "Prod Account".into(),
+                            role_name: "ReadOnly".into(),
+                        },
+                        SsoAssignment {
+                            account_id: "222222222222".into(),
+                            account_name: "dev".into(),
+                            role_name: "Developer".into(),
+                        },
+                    ],
+                },
+            ),
+        ),
+        (
             "reply_sso_logged_out.json",
             ok(
                 14,
@@ -518,6 +542,7 @@ fn request_kind(r: &Request) -> &'static str {
         Request::ConsoleCredentials { .. } => "console_credentials",
         Request::SsoLogin { .. } => "sso_login",
         Request::SsoStatus => "sso_status",
+        Request::SsoAssignments { .. } => "sso_assignments",
         Request::SsoLogout { .. } => "sso_logout",
     }
 }
@@ -533,6 +558,7 @@ const ALL_REQUESTS: &[&str] = &[
     "console_credentials",
     "sso_login",
     "sso_status",
+    "sso_assignments",
     "sso_logout",
 ];
 
@@ -549,6 +575,7 @@ fn response_kind(r: &Response) -> &'static str {
         Response::Identity(_) => "identity",
         Response::SsoLoggedIn { .. } => "sso_logged_in",
         Response::SsoStatus { .. } => "sso_status",
+        Response::SsoAssignments { .. } => "sso_assignments",
         Response::SsoLoggedOut { .. } => "sso_logged_out",
     }
 }
@@ -563,6 +590,7 @@ const ALL_RESPONSES: &[&str] = &[
     "identity",
     "sso_logged_in",
     "sso_status",
+    "sso_assignments",
     "sso_logged_out",
 ];
 

@@ -230,6 +230,52 @@ fn shared_daemon_serves_allowed_agents_only() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("permission denied"), "{args:?}: {err}");
     }
+    // ... and every IAM Identity Center request, which would hand over, read or drop a login
+    // (raw frames, as the agent uid: its CLI would not even try in the default mode).
+    let target = r#"{"sso_session":"corp","start_url":"https://corp.awsapps.com/start","region":"eu-west-1"}"#;
+    let frames = [
+        format!(
+            r#"{{"protocol":{},"id":1,"op":"sso_login","sso":{target},"sso_token":{{"access_token":"agent-planted","expires_at":"2099-01-01T00:00:00Z"}}}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ),
+        format!(
+            r#"{{"protocol":{},"id":2,"op":"sso_status"}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ),
+        format!(
+            r#"{{"protocol":{},"id":3,"op":"sso_logout","sso":{target},"portal_logout":true}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ),
+        format!(
+            r#"{{"protocol":{},"id":4,"op":"sso_assignments","sso":{target}}}"#,
+            elhaz::protocol::PROTOCOL_VERSION
+        ),
+    ];
+    let script = "import json, socket, struct, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        for f in sys.argv[2:]:\n\
+        \x20   b = f.encode()\n\
+        \x20   s.sendall(struct.pack('>I', len(b)) + b)\n\
+        \x20   n = struct.unpack('>I', s.recv(4, socket.MSG_WAITALL))[0]\n\
+        \x20   print(json.loads(s.recv(n, socket.MSG_WAITALL))['error']['code'])\n";
+    let mut py = Command::new("/usr/bin/python3");
+    py.arg("-c")
+        .arg(script)
+        .arg(&socket)
+        .args(&frames)
+        .env_clear()
+        .uid(a_uid)
+        .gid(group_gid)
+        .current_dir("/");
+    let (c, out) = run(py);
+    assert!(out.status.success(), "{}", describe(&c, &out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "permission_denied\npermission_denied\npermission_denied\npermission_denied\n",
+        "{}",
+        describe(&c, &out)
+    );
     // ... the refused stop did not stop it ...
     let (c, out) = run(owner(&["daemon", "list", "--json"]));
     assert!(out.status.success(), "{}", describe(&c, &out));

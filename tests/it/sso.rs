@@ -734,9 +734,11 @@ fn sso_memory_mode_hands_the_token_to_the_daemon() {
     let again = env.run_ok(&["sso", "login", "corp", "--use-device-code", "--no-browser"]);
     assert_contains(&stderr(&again), &["already logged in"]);
     assert_eq!(fake.count("/device_authorization"), 2);
-    // populate needs the cache file: refused, saying why.
-    let e = stderr(&env.run_fail(&["sso", "populate", "corp"]));
-    assert_contains(&e, &["sso_token_cache", "memory"]);
+    // populate asks the daemon, which lists with its token.
+    let out = stdout(&env.run_ok(&["sso", "populate", "corp"]));
+    assert_contains(&out, &["wrote 3 session config(s)"]);
+    assert!(env.config_file("dev-developer").exists());
+    assert_eq!(fake.count("/assignment/accounts"), 1);
     env.run_ok(&["daemon", "stop"]);
     let mut cmd = detached(&env, &["credential-process", "a"]);
     let (_, out, _) = run_limited(&mut cmd, LIMIT);
@@ -747,10 +749,17 @@ fn sso_memory_mode_hands_the_token_to_the_daemon() {
     assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
     no_cache("at the end");
 
-    // The daemon's log never saw a token (the fake's tokens are `access-N` / `refresh-N`).
+    // The daemon's log never saw a token (the fake's are `access-N`, `refresh-N` and
+    // `secret-client-N`).
     let log = daemon_log(&env);
-    for needle in ["access-", "refresh-", "secret-client"] {
-        assert!(!log.contains(needle), "{needle} in the daemon log:\n{log}");
+    for prefix in ["access-", "refresh-", "secret-client-"] {
+        let leaked = log.match_indices(prefix).any(|(i, _)| {
+            log[i + prefix.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        });
+        assert!(!leaked, "a {prefix}N token in the daemon log:\n{log}");
     }
 }
 
@@ -773,11 +782,13 @@ fn sso_requests_are_refused_to_delegates() {
         r#""op":"sso_login","sso":{target},"sso_token":{{"access_token":"handed-over-secret","expires_at":"2099-01-01T00:00:00Z"}}"#
     );
     let logout = format!(r#""op":"sso_logout","sso":{target},"portal_logout":true"#);
+    let list = format!(r#""op":"sso_assignments","sso":{target}"#);
     let mut c = env.raw();
     for (id, op) in [
         (1, login.as_str()),
         (2, r#""op":"sso_status""#),
         (3, logout.as_str()),
+        (7, list.as_str()),
     ] {
         let reply = c.request(&format!(
             r#"{{"protocol":{},"id":{id},"token":"{TOKEN}",{op}}}"#,
@@ -927,7 +938,7 @@ fn sso_two_interactive_consumers_one_login() {
         wait_until(LIMIT, || fake.devices() > 1),
         "no login was started"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
     fake.approve_pending();
     let (a, b) = (wait_output(a, LIMIT), wait_output(b, LIMIT));
     assert!(a.status.success(), "exec: {}{}", stdout(&a), stderr(&a));
@@ -996,7 +1007,7 @@ fn sso_concurrent_logins_join_one_flow() {
         wait_until(LIMIT, || fake.devices() >= 1),
         "no login was started"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     fake.approve_pending();
     let (a, b) = (wait_output(a, LIMIT), wait_output(b, LIMIT));
     assert!(
@@ -1035,4 +1046,67 @@ fn sso_profile_source_uses_the_cached_login() {
         "{v}"
     );
     assert_eq!(fake.count("/device_authorization"), 1);
+}
+
+/// botocore running `elhaz credential-process` with no terminal, in state `login_required`:
+/// the credential load fails within 2 s and botocore's error carries the hint (botocore puts
+/// the process's stderr in its exception).
+#[test]
+fn sso_login_required_under_botocore_fails_fast_with_the_hint() {
+    let (env, fake) = login_required_env();
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the test venv is missing: {}",
+        python.display()
+    );
+    let aws_config = env.write_scratch(
+        "aws-config-cp",
+        format!("[profile via-elhaz]\ncredential_process = {BIN} credential-process b\n"),
+    );
+    let script = "import time, boto3\n\
+        t = time.monotonic()\n\
+        try:\n    boto3.Session(profile_name='via-elhaz').get_credentials().get_frozen_credentials()\n    print('SERVED')\n\
+        except Exception as e:\n    print('ERROR', round(time.monotonic() - t, 3), e)\n";
+    let mut cmd = env.command("setsid");
+    cmd.arg(&python)
+        .args(["-c", script])
+        .env("AWS_CONFIG_FILE", &aws_config);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    let said = stdout(&out);
+    assert!(said.starts_with("ERROR "), "{said}{}", stderr(&out));
+    assert_contains(&said, &["run `elhaz sso login corp`"]);
+    let took: f64 = said.split_whitespace().nth(1).unwrap().parse().unwrap();
+    eprintln!("sso: botocore's credential load failed with the hint in {took} s");
+    assert!(took < 2.0, "botocore's credential load took {took} s");
+    assert_eq!(
+        fake.count("/device_authorization"),
+        1,
+        "a login was started"
+    );
+}
+
+/// Memory-only mode never reads the AWS CLI's cache either: a valid token left there by an
+/// earlier login (or the AWS CLI) serves nothing.
+#[test]
+fn sso_memory_mode_ignores_the_cache_file() {
+    let (env, fake) = sso_env();
+    add_sso(&env, "a", "123456789012", "A");
+    device_login(&env, &fake, &["corp"]);
+    assert!(cache_file(&env, "corp").exists());
+    env.run_ok(&["daemon", "stop"]);
+    env.write_settings(&format!(
+        "sso_token_cache = \"memory\"\n\n[sso_sessions.corp]\nstart_url = \"{}\"\nregion = \"eu-west-1\"\n",
+        fake.start_url()
+    ));
+    let mut cmd = detached(&env, &["credential-process", "a"]);
+    let (_, out, _) = run_limited(&mut cmd, LIMIT);
+    assert!(
+        !out.status.success(),
+        "served from the cache file in memory mode"
+    );
+    assert_contains(&stderr(&out), &["run `elhaz sso login corp`"]);
+    assert_eq!(fake.count("/federation/credentials"), 0);
+    let st = sso_status_json(&env);
+    assert_eq!(st[0]["logged_in"], false, "{st}");
 }

@@ -2229,7 +2229,8 @@ region = "eu-west-1"
         }
         std::fs::write(&f, "[sts]\nrte = 1\n").unwrap();
         assert!(Settings::load(&f).is_err(), "unknown fields are rejected");
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/examples/elhaz.toml");
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/examples/elhaz.toml");
         let s = Settings::load(&example).unwrap();
         assert_eq!(s.sts.and_then(|s| s.rate), Some(20.0));
     }

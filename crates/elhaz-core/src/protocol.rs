@@ -154,6 +154,12 @@ pub enum Request {
     /// The daemon's IAM Identity Center logins: expiry, refresh token present, state. No
     /// secret in the reply; the owner's only.
     SsoStatus,
+    /// The accounts and roles the portal lists for a login, with the daemon's token
+    /// (`sso populate` in memory-only mode). The owner's only.
+    SsoAssignments {
+        /// The login.
+        sso: SsoTarget,
+    },
     /// Drops the daemon's token of a login, first calling the portal's Logout with it when
     /// `portal_logout` is set. The owner's only.
     SsoLogout {
@@ -213,6 +219,17 @@ impl std::fmt::Debug for SsoToken {
     }
 }
 
+/// One account and role of a login (`sso_assignments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoAssignment {
+    /// The account id.
+    pub account_id: String,
+    /// The account's name.
+    pub account_name: String,
+    /// The role (permission set) name.
+    pub role_name: String,
+}
+
 /// One IAM Identity Center login the daemon holds (`sso_status`). Holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SsoLoginInfo {
@@ -248,6 +265,7 @@ impl std::fmt::Debug for Request {
             Request::ConsoleCredentials { name, .. } => write!(f, "ConsoleCredentials({name})"),
             Request::SsoLogin { sso, .. } => write!(f, "SsoLogin({}, <redacted>)", sso.start_url),
             Request::SsoStatus => f.write_str("SsoStatus"),
+            Request::SsoAssignments { sso } => write!(f, "SsoAssignments({})", sso.start_url),
             Request::SsoLogout { sso, .. } => write!(f, "SsoLogout({})", sso.start_url),
         }
     }
@@ -268,6 +286,7 @@ impl Request {
             Request::ConsoleCredentials { .. } => "console_credentials",
             Request::SsoLogin { .. } => "sso_login",
             Request::SsoStatus => "sso_status",
+            Request::SsoAssignments { .. } => "sso_assignments",
             Request::SsoLogout { .. } => "sso_logout",
         }
     }
@@ -283,6 +302,7 @@ impl Request {
                 | Request::Remove { .. }
                 | Request::SsoLogin { .. }
                 | Request::SsoStatus
+                | Request::SsoAssignments { .. }
                 | Request::SsoLogout { .. }
         )
     }
@@ -366,6 +386,11 @@ pub enum Response {
     SsoStatus {
         /// Every login the daemon knows, by start URL.
         logins: Vec<SsoLoginInfo>,
+    },
+    /// Reply to [`Request::SsoAssignments`].
+    SsoAssignments {
+        /// Every account and role, in the portal's order.
+        assignments: Vec<SsoAssignment>,
     },
     /// Reply to [`Request::SsoLogout`].
     SsoLoggedOut {
@@ -912,6 +937,38 @@ mod tests {
         };
         let d = format!("{c:?}");
         assert!(!d.contains("s3cr3t") && !d.contains("t0k3n"));
+    }
+
+    #[test]
+    fn sso_login_debug_shows_no_token() {
+        let r = Request::SsoLogin {
+            sso: SsoTarget {
+                sso_session: Some("corp".into()),
+                start_url: "https://x.awsapps.com/start".into(),
+                region: "eu-west-1".into(),
+            },
+            sso_token: SsoToken {
+                access_token: "SECRET-A".into(),
+                expires_at: "2030-01-01T00:00:00Z".into(),
+                refresh_token: Some("SECRET-R".into()),
+                client_id: Some("SECRET-I".into()),
+                client_secret: Some("SECRET-C".into()),
+                registration_expires_at: None,
+            },
+        };
+        let d = format!("{r:?}");
+        assert!(!d.contains("SECRET"), "{d}");
+        assert!(d.contains("x.awsapps.com"), "{d}");
+        let RequestFrame { request, .. } = RequestFrame {
+            protocol: PROTOCOL_VERSION,
+            id: 1,
+            token: None,
+            request: r,
+        };
+        let Request::SsoLogin { sso_token, .. } = request else {
+            unreachable!("built above")
+        };
+        assert!(!format!("{sso_token:?}").contains("SECRET"));
     }
 
     #[test]

@@ -506,6 +506,24 @@ impl Sso {
         out
     }
 
+    /// The accounts and roles of `target`'s login, listed by the portal with the daemon's
+    /// token (renewed first if due): `sso populate` in memory-only mode, where the CLI has no
+    /// token of its own.
+    pub async fn assignments(
+        self: &Arc<Self>,
+        target: &Target,
+    ) -> Result<Vec<Assignment>, WireError> {
+        let entry = self.entry(target);
+        let disk = disk_cache(&settings());
+        let token = self.access_token(&entry, disk, false).await?;
+        list_assignments(
+            &self.portal,
+            target,
+            secrecy::ExposeSecret::expose_secret(&token),
+        )
+        .await
+    }
+
     /// Drops the daemon's token of `target` (`sso logout`); with `portal`, first calls the
     /// portal's Logout with it. Returns whether a token was held and the portal's failure.
     pub async fn logout(&self, target: &Target, portal: bool) -> (bool, Option<String>) {
@@ -1349,7 +1367,15 @@ pub async fn assignments(
     target: &Target,
     token: &CachedToken,
 ) -> Result<Vec<Assignment>, WireError> {
-    let portal = aws_sdk_sso::Client::new(sdk);
+    list_assignments(&aws_sdk_sso::Client::new(sdk), target, &token.access_token).await
+}
+
+/// [`assignments`] with a portal client and a bearer token.
+async fn list_assignments(
+    portal: &aws_sdk_sso::Client,
+    target: &Target,
+    access_token: &str,
+) -> Result<Vec<Assignment>, WireError> {
     let region = || {
         aws_sdk_sso::config::Builder::default()
             .region(aws_sdk_sso::config::Region::new(target.region.clone()))
@@ -1359,7 +1385,7 @@ pub async fn assignments(
     for _ in 0..100 {
         let out = portal
             .list_accounts()
-            .access_token(&token.access_token)
+            .access_token(access_token)
             .set_next_token(next.take())
             .customize()
             .config_override(region())
@@ -1383,7 +1409,7 @@ pub async fn assignments(
         for _ in 0..100 {
             let out = portal
                 .list_account_roles()
-                .access_token(&token.access_token)
+                .access_token(access_token)
                 .account_id(&id)
                 .set_next_token(next.take())
                 .customize()

@@ -198,6 +198,7 @@ pub async fn handle(
         }
         Request::SsoLogin { sso, sso_token } => sso_login(state, &sso, &sso_token).await,
         Request::SsoStatus => sso_status(state).await,
+        Request::SsoAssignments { sso } => sso_assignments(state, &sso).await,
         Request::SsoLogout { sso, portal_logout } => sso_logout(state, &sso, portal_logout).await,
     }
 }
@@ -248,6 +249,24 @@ async fn sso_status(state: &State) -> Result<Response, WireError> {
         None => Vec::new(),
     };
     Ok(Response::SsoStatus { logins })
+}
+
+async fn sso_assignments(
+    state: &State,
+    sso: &crate::protocol::SsoTarget,
+) -> Result<Response, WireError> {
+    let (engine, target) = sso_of(state, sso).await?;
+    let assignments = engine
+        .assignments(&target)
+        .await?
+        .into_iter()
+        .map(|a| crate::protocol::SsoAssignment {
+            account_id: a.account_id,
+            account_name: a.account_name,
+            role_name: a.role_name,
+        })
+        .collect();
+    Ok(Response::SsoAssignments { assignments })
 }
 
 async fn sso_logout(

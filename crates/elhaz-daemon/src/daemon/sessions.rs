@@ -1747,7 +1747,12 @@ mod tests {
         // Every session keeps its credentials (still valid) and retries; each success adds
         // back 0.5/s.
         tokio::time::sleep(Duration::from_secs(5 * 60)).await;
-        assert!(sessions.list().iter().all(|i| i.state == SessionState::Fresh));
+        assert!(
+            sessions
+                .list()
+                .iter()
+                .all(|i| i.state == SessionState::Fresh)
+        );
         assert!(throttled_calls >= 5);
         assert!(
             sessions.engine.scheduler.rate(&endpoint) >= 20.0 - f64::EPSILON,
