@@ -27,7 +27,7 @@ const REPLY_WAIT: Duration = Duration::from_secs(5);
 /// Largest RSS growth tolerated over the whole run.
 const RSS_GROWTH_LIMIT_MB: f64 = 16.0;
 
-/// Every error code the daemon may send (protocol.rs).
+/// Every error code the daemon may send (protocol/errors.rs).
 const CODES: &[&str] = &[
     "bad_request",
     "protocol_mismatch",
