@@ -42,7 +42,7 @@
 //! - **Role credentials** come from `GetRoleCredentials` like any other fetch; the engine's
 //!   refresh-ahead schedules them. A chained `[role]` on top is assumed by the STS code.
 //! - **Endpoints** follow the SDK: `AWS_ENDPOINT_URL_SSO_OIDC`, `AWS_ENDPOINT_URL_SSO`,
-//!   `AWS_ENDPOINT_URL`. The client crate (`client.rs`) knows nothing of this module.
+//!   `AWS_ENDPOINT_URL`. The client (`elhaz-core`) knows nothing of this module.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
