@@ -124,7 +124,7 @@ fn the_hot_paths_crate_depends_on_no_runtime_and_no_sdk() {
 fn the_fuzz_target_and_the_server_share_the_request_decoder() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in [
-        "crates/elhaz-daemon/src/daemon/server.rs",
+        "crates/elhaz-daemon/src/daemon/server/connection.rs",
         "fuzz/fuzz_targets/frame_decoder.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
