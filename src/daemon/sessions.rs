@@ -660,7 +660,9 @@ impl Sessions {
                 if engine.shutdown.is_cancelled() {
                     return;
                 }
-                if session.cancel.is_cancelled() || engine.warm_or_fetching(&session) {
+                if session.cancel.is_cancelled()
+                    || session.lock().warm_or_fetching(engine.now_wall())
+                {
                     continue; // evicted, or a client fetched it meanwhile
                 }
                 let endpoint = sts_endpoint(&session.config);
@@ -817,11 +819,6 @@ impl Engine {
 
     fn now_wall(&self) -> SystemTime {
         self.wall.now()
-    }
-
-    /// Whether `session` holds servable credentials or has a fetch in flight.
-    fn warm_or_fetching(&self, session: &Session) -> bool {
-        session.lock().warm_or_fetching(self.now_wall())
     }
 
     /// Records that a client used `session` now.
