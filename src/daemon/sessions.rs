@@ -1400,6 +1400,34 @@ mod tests {
     }
 
     #[test]
+    fn shaping_from_settings_fills_endpoint_overrides_from_sts() {
+        let settings: crate::config::Settings = toml::from_str(
+            "refresh_spread = 0.25\n[sts]\nrate = 8\nburst = 3\n\
+             [sts.endpoints.\"https://sts.eu-west-1.amazonaws.com/\"]\nrate = 2\n",
+        )
+        .unwrap();
+        let s = Shaping::from_settings(&settings);
+        assert_eq!(
+            s.rate,
+            RateConfig {
+                rate: 8.0,
+                burst: 3.0
+            }
+        );
+        assert_eq!(s.spread, 0.25);
+        // Keyed like `sts_endpoint` (no trailing slash); the burst comes from `[sts]`.
+        assert_eq!(
+            s.endpoints["https://sts.eu-west-1.amazonaws.com"],
+            RateConfig {
+                rate: 2.0,
+                burst: 3.0
+            }
+        );
+        let d = Shaping::from_settings(&Default::default());
+        assert_eq!((d.rate, d.spread), (RateConfig::default(), 1.0));
+    }
+
+    #[test]
     fn backoff_grows_caps_and_respects_expiry() {
         assert_eq!(backoff_delay(1, 0.5, None), Duration::from_secs(2));
         assert_eq!(backoff_delay(3, 0.5, None), Duration::from_secs(8));
