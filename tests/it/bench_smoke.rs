@@ -177,7 +177,11 @@ fn bench_smoke_run_produces_every_figure() {
         );
     }
     let targets = r["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 13, "every target is evaluated");
+    assert_eq!(
+        targets.len(),
+        19,
+        "every target is evaluated (13 of #6, 6 of #15)"
+    );
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 
     // The table on stdout and the chart.
@@ -188,6 +192,10 @@ fn bench_smoke_run_produces_every_figure() {
     assert!(
         stdout.contains("| target | measured | limit | met |"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("| sessions | RSS | `daemon list`"),
+        "the scale table: {stdout}"
     );
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

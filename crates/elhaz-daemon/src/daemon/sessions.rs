@@ -662,7 +662,9 @@ impl Sessions {
                 if engine.shutdown.is_cancelled() {
                     return;
                 }
-                if session.cancel.is_cancelled() || engine.warm_or_fetching(&session) {
+                if session.cancel.is_cancelled()
+                    || session.lock().warm_or_fetching(engine.now_wall())
+                {
                     continue; // evicted, or a client fetched it meanwhile
                 }
                 let endpoint = sts_endpoint(&session.config);
@@ -824,11 +826,6 @@ impl Engine {
 
     fn now_wall(&self) -> SystemTime {
         self.wall.now()
-    }
-
-    /// Whether `session` holds servable credentials or has a fetch in flight.
-    fn warm_or_fetching(&self, session: &Session) -> bool {
-        session.lock().warm_or_fetching(self.now_wall())
     }
 
     /// Records that a client used `session` now.
@@ -1419,6 +1416,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn shaping_from_settings_fills_endpoint_overrides_from_sts() {
+        let settings: crate::config::Settings = toml::from_str(
+            "refresh_spread = 0.25\n[sts]\nrate = 8\nburst = 3\n\
+             [sts.endpoints.\"https://sts.eu-west-1.amazonaws.com/\"]\nrate = 2\n",
+        )
+        .unwrap();
+        let s = Shaping::from_settings(&settings);
+        assert_eq!(
+            s.rate,
+            RateConfig {
+                rate: 8.0,
+                burst: 3.0
+            }
+        );
+        assert_eq!(s.spread, 0.25);
+        // Keyed like `sts_endpoint` (no trailing slash); the burst comes from `[sts]`.
+        assert_eq!(
+            s.endpoints["https://sts.eu-west-1.amazonaws.com"],
+            RateConfig {
+                rate: 2.0,
+                burst: 3.0
+            }
+        );
+        let d = Shaping::from_settings(&Default::default());
+        assert_eq!((d.rate, d.spread), (RateConfig::default(), 1.0));
     }
 
     #[test]
