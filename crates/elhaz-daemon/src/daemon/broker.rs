@@ -7,13 +7,11 @@
 //! owner's (the process is the owner), so every handler and policy path is the daemon's.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::client::LocalBroker;
-use crate::config::{Settings, Store};
+use crate::config::Settings;
 use crate::daemon::handler::{self, Peer};
 use crate::daemon::policy::Access;
-use crate::daemon::sessions::Sessions;
 use crate::daemon::state::{Options, State};
 use crate::error::Error;
 use crate::paths::Paths;
@@ -45,18 +43,6 @@ pub fn new(paths: &Paths) -> Result<Box<dyn LocalBroker>, Error> {
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let _ = crate::keyring::init();
-    let fetcher = crate::sts::LazySts::new();
-    let sessions = Sessions::new(
-        Store::new(paths.configs_dir.clone()),
-        settings.capacity(),
-        Arc::new(fetcher),
-        Duration::from_secs(settings.refresh_window()),
-    );
-    let state = Arc::new(State::new(
-        paths.clone(),
-        settings,
-        Options::default(),
-        sessions,
-    )?);
+    let state = Arc::new(State::build(paths.clone(), settings, Options::default())?);
     Ok(Box::new(InProcess { runtime, state }))
 }

@@ -46,8 +46,8 @@ use std::time::Duration;
 
 use nix::sys::stat::{Mode, umask};
 
-use crate::config::{self, Settings, Store};
-use crate::daemon::sessions::{Sessions, Shaping, WarmEntry};
+use crate::config::{self, Settings};
+use crate::daemon::sessions::WarmEntry;
 use crate::daemon::state::{Options, State};
 use crate::error::Error;
 use crate::paths::Paths;
@@ -362,15 +362,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let fetcher = crate::sts::LazySts::with_deadline(settings.fetch_timeout());
-    let sessions = Sessions::shaped(
-        Store::new(paths.configs_dir.clone()),
-        capacity,
-        Arc::new(fetcher),
-        Duration::from_secs(settings.refresh_window()),
-        Shaping::from_settings(&settings),
-    );
-    let state = Arc::new(State::new(paths.clone(), settings, options, sessions)?);
+    let state = Arc::new(State::build(paths.clone(), settings, options)?);
     tracing::info!(
         pid = state.pid,
         version = env!("CARGO_PKG_VERSION"),

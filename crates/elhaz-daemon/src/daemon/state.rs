@@ -60,6 +60,26 @@ pub struct State {
 }
 
 impl State {
+    /// The engine and the state as a daemon runs them, from `elhaz.toml` (`[sts]` shaping,
+    /// fetch deadline, capacity, refresh window): the one setup `daemon start` and the
+    /// in-process broker share. Tests that inject a fetcher build `Sessions` themselves and call
+    /// [`State::new`].
+    pub fn build(
+        paths: Paths,
+        settings: Settings,
+        options: Options,
+    ) -> Result<State, crate::Error> {
+        let capacity = options.capacity.unwrap_or(settings.capacity());
+        let sessions = crate::daemon::sessions::Sessions::shaped(
+            crate::config::Store::new(paths.configs_dir.clone()),
+            capacity,
+            std::sync::Arc::new(crate::sts::LazySts::with_deadline(settings.fetch_timeout())),
+            Duration::from_secs(settings.refresh_window()),
+            crate::daemon::sessions::Shaping::from_settings(&settings),
+        );
+        State::new(paths, settings, options, sessions)
+    }
+
     /// Builds the state; `sessions` is created by the caller so tests can inject sources.
     pub fn new(
         paths: Paths,
