@@ -100,7 +100,9 @@ pub const REWARM_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// When to refresh, measured from receipt. The earliest point is `lifetime − lead`, where
 /// `lead = min(window, lifetime/3)`; the latest keeps botocore's 15 minutes when the lead is
-/// longer than that (else half the lead; never within the serve margin). `spread` (0..=1) is
+/// longer than that (else three quarters of the lead: a short lead leaves little time for a
+/// failing STS's retries before expiry, so only its first quarter is used; never within the
+/// serve margin). `spread` (0..=1) is
 /// the fraction of the room between the two that is used, and `jitter` (0..=1) the point in
 /// it: sessions loaded together refresh spread over that room, so N of them cost about
 /// N / room calls per second instead of one burst.
@@ -109,7 +111,7 @@ pub fn refresh_delay(lifetime: Duration, window: Duration, spread: f64, jitter: 
     let latest_left = if lead > BOTOCORE_WINDOW {
         BOTOCORE_WINDOW
     } else {
-        lead / 2
+        lead.mul_f64(0.75)
     };
     let latest_left = latest_left.max(serve_margin(lifetime)).min(lead);
     let room = (lead - latest_left).mul_f64(spread.clamp(0.0, 1.0));
@@ -1393,15 +1395,15 @@ mod tests {
             refresh_delay(Duration::from_secs(43_200), w1h, 1.0, 1.0),
             Duration::from_secs(43_200 - 900)
         );
-        // Short lifetimes: the lead is a third; spread over half of it, never past the
-        // serve margin.
+        // Short lifetimes: the lead is a third; spread over its first quarter (time is left
+        // for a failing STS's retries), never past the serve margin.
         assert_eq!(
             refresh_delay(Duration::from_secs(30), w, 0.0, 0.0),
             Duration::from_secs(20)
         );
         assert_eq!(
             refresh_delay(Duration::from_secs(30), w, 1.0, 1.0),
-            Duration::from_secs(25)
+            Duration::from_millis(22_500)
         );
         for lifetime in [1, 5, 30, 600, 2700, 3600, 43_200] {
             let l = Duration::from_secs(lifetime);
