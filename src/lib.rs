@@ -30,6 +30,7 @@
 pub mod cli;
 
 pub use elhaz_core::{
-    Error, client, config, credentials, ecs, error, fsafe, import, paths, protocol, selfref,
+    Error, client, config, consume, credentials, ecs, error, front, fsafe, import, paths, protocol,
+    selfref,
 };
 pub use elhaz_daemon::{codec, daemon, keyring, logging, sso, sts};

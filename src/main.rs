@@ -1,4 +1,6 @@
-//! The `elhaz` binary: parse, run, map the outcome to an exit code — nothing else.
+//! The `elhaz-full` binary — every command and the daemon (the lean `elhaz`, `src/front.rs`,
+//! hands it every command line it does not serve): parse, run, map the outcome to an exit
+//! code — nothing else.
 
 use std::process::ExitCode;
 

@@ -146,46 +146,28 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The two hot paths in their plain spellings, recognised without clap:
-/// `credential-process [--] NAME` and `exec NAME -- CMD [ARGS…]`. Anything else (flags, `-n`,
-/// missing parts) returns `None` and goes through clap as usual, so behaviour is identical.
+/// The two hot paths in their plain spellings, recognised without clap by the same grammar
+/// as the lean `elhaz` ([`elhaz_core::front::parse`]): `credential-process [--] NAME` and
+/// `exec NAME -- CMD [ARGS…]`. Anything else returns `None` and goes through clap as usual, so
+/// behaviour is identical.
 pub fn fast_path(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<Cli> {
-    let mut it = args.into_iter().skip(1).peekable();
-    let sub = it.next()?;
-    // `credential-process -- NAME`, as `setup aws-profile` writes it.
-    if sub == "credential-process" && it.peek().is_some_and(|a| a == "--") {
-        it.next();
-    }
-    let name = it.next()?.into_string().ok()?;
-    if name.is_empty() || name.starts_with('-') {
-        return None;
-    }
-    let name_arg = NameArg {
+    use elhaz_core::front::Hot;
+    let name_arg = |name| NameArg {
         name: Some(name),
         name_flag: None,
     };
-    match sub.to_str()? {
-        "credential-process" if it.next().is_none() => Some(Cli {
-            command: Command::CredentialProcess(name_arg),
+    let command = match elhaz_core::front::parse(args)? {
+        Hot::CredentialProcess(name) => Command::CredentialProcess(name_arg(name)),
+        Hot::Exec(name, command) => Command::Exec(ExecArgs {
+            name: name_arg(name),
+            refreshing: false,
+            force: false,
+            ecs: EcsExecArgs::default(),
+            command,
+            trailing: Vec::new(),
         }),
-        "exec" if it.next().is_some_and(|d| d == "--") => {
-            let command: Vec<std::ffi::OsString> = it.collect();
-            if command.is_empty() {
-                return None;
-            }
-            Some(Cli {
-                command: Command::Exec(ExecArgs {
-                    name: name_arg,
-                    refreshing: false,
-                    force: false,
-                    ecs: EcsExecArgs::default(),
-                    command,
-                    trailing: Vec::new(),
-                }),
-            })
-        }
-        _ => None,
-    }
+    };
+    Some(Cli { command })
 }
 
 #[derive(Debug, Subcommand)]

@@ -92,11 +92,12 @@ pub fn profile_value(text: &str, profile: &str, key: &str) -> Option<String> {
     None
 }
 
-/// `credential_process = <this binary> credential-process -- NAME`, the binary's absolute path
-/// quoted if it holds whitespace (SDKs split the line like a shell; it may not use `~` or
-/// variables). The `--` keeps the name an operand even if a name ever started with `-`.
+/// `credential_process = <elhaz> credential-process -- NAME`: the lean `elhaz` next to this
+/// binary (`front_binary`), by absolute path, quoted if it holds whitespace (SDKs split the
+/// line like a shell; it may not use `~` or variables). The `--` keeps the name an operand
+/// even if a name ever started with `-`.
 pub fn credential_process_line(name: &str) -> Result<String> {
-    let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
+    let exe = elhaz::front::front_binary().context("cannot find the elhaz executable")?;
     let exe = exe.to_string_lossy();
     let exe = if exe.contains(char::is_whitespace) {
         format!("\"{exe}\"")

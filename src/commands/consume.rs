@@ -13,12 +13,11 @@ use elhaz::client;
 use elhaz::config::{self, Settings, Store};
 use elhaz::paths::Paths;
 use elhaz::protocol::{ErrorCode, Request, Response, WireCredentials};
-use serde::Serialize;
 
 use elhaz::cli::{ExecArgs, Format, NameArg};
 
-/// Environment variable naming the current elhaz session (set by `exec`/`shell`).
-pub const ENV_SESSION: &str = "ELHAZ_SESSION";
+pub use elhaz::consume::{ENV_SESSION, OVERRIDING};
+use elhaz::consume::{call_noting_waits, note_shared, process_json, session_env};
 
 /// Resolves the session name: argument, `$ELHAZ_SESSION`, `default_session`, the only config.
 pub fn resolve_name(paths: &Paths, given: Option<&str>) -> Result<String> {
@@ -228,56 +227,6 @@ fn lock_mfa_device(paths: &Paths, serial: &str) -> Result<std::fs::File> {
     }
 }
 
-/// How long a request may take before the CLI says what it is waiting for.
-const SLOW_NOTICE: Duration = Duration::from_secs(2);
-
-/// One request; when stderr is a terminal and the answer takes longer than [`SLOW_NOTICE`],
-/// prints a one-line "waiting for STS (endpoint)…" on stderr (never on stdout, which
-/// `credential-process` reserves for its JSON). Without a terminal nothing extra runs.
-fn call_noting_waits(
-    paths: &Paths,
-    name: &str,
-    c: &mut client::Client,
-    request: Request,
-) -> std::result::Result<Response, elhaz::Error> {
-    if !std::io::stderr().is_terminal() {
-        return c.call(request);
-    }
-    let (done, wait) = std::sync::mpsc::channel::<()>();
-    let (configs, name_owned) = (paths.configs_dir.clone(), name.to_string());
-    let notice = std::thread::spawn(move || {
-        if wait.recv_timeout(SLOW_NOTICE) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-            // Read off the hot path: only once the wait is already long.
-            let endpoint = sts_endpoint_of(&Store::new(configs), &name_owned);
-            eprintln!("elhaz: waiting for STS ({endpoint}) for session {name_owned}…");
-        }
-    });
-    let out = c.call(request);
-    let _ = done.send(());
-    let _ = notice.join();
-    out
-}
-
-/// The STS endpoint a session's config points at, as far as the CLI can tell.
-fn sts_endpoint_of(store: &Store, name: &str) -> String {
-    let Ok(cfg) = store.load(name, config::env_custom_endpoint()) else {
-        return "endpoint unknown".into();
-    };
-    if let Some(url) = cfg.endpoint_url() {
-        return url.to_string();
-    }
-    let region = cfg
-        .sts
-        .as_ref()
-        .and_then(|s| s.region.as_ref())
-        .or(cfg.region.as_ref())
-        .map(|r| r.0.clone());
-    match region {
-        Some(r) => format!("https://sts.{r}.amazonaws.com"),
-        None => "the daemon's default region".into(),
-    }
-}
-
 /// How many times a malformed MFA code is asked for again.
 const MFA_TRIES: usize = 3;
 
@@ -319,31 +268,6 @@ fn prompt_mfa(name: &str, serial: &str) -> Result<String> {
     bail!("no valid MFA code for {serial} after {MFA_TRIES} tries: an MFA code is 6 digits")
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ProcessOutput<'a> {
-    version: u8,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    session_token: &'a str,
-    expiration: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    account_id: Option<&'a str>,
-}
-
-fn process_json(c: &WireCredentials) -> String {
-    let out = ProcessOutput {
-        version: 1,
-        access_key_id: &c.access_key_id,
-        secret_access_key: &c.secret_access_key,
-        session_token: &c.session_token,
-        expiration: &c.expiration,
-        account_id: c.account_id.as_deref(),
-    };
-    // Plain strings: serialization cannot fail.
-    serde_json::to_string(&out).unwrap_or_default()
-}
-
 pub fn credential_process(paths: &Paths, name: &NameArg) -> Result<ExitCode> {
     let name = resolve_name(paths, name.given())?;
     let creds = fetch(paths, &name)?;
@@ -361,40 +285,6 @@ fn sh_quote(s: &str) -> String {
 /// fish single-quote quoting (only `\\` and `'` are special inside).
 fn fish_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// Variables that would make an SDK ignore (or fight with) the ones we set.
-pub(crate) const OVERRIDING: &[&str] = &[
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_CREDENTIAL_EXPIRATION",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "AWS_ROLE_SESSION_NAME",
-];
-
-/// The variables a session exports.
-fn session_env(name: &str, c: &WireCredentials) -> Vec<(&'static str, String)> {
-    let mut v = vec![
-        ("AWS_ACCESS_KEY_ID", c.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", c.secret_access_key.clone()),
-        ("AWS_SESSION_TOKEN", c.session_token.clone()),
-        ("AWS_CREDENTIAL_EXPIRATION", c.expiration.clone()),
-    ];
-    if let Some(r) = &c.region {
-        v.push(("AWS_REGION", r.clone()));
-        v.push(("AWS_DEFAULT_REGION", r.clone()));
-    }
-    v.push((ENV_SESSION, name.to_string()));
-    v
 }
 
 pub fn export(paths: &Paths, name: &NameArg, format: Format) -> Result<ExitCode> {
@@ -442,7 +332,7 @@ pub fn export(paths: &Paths, name: &NameArg, format: Format) -> Result<ExitCode>
 
 /// Refuses to nest into the same session unless forced.
 pub(crate) fn check_nesting(name: &str, force: bool) -> Result<()> {
-    if !force && std::env::var(ENV_SESSION).is_ok_and(|s| s == name) {
+    if !force && elhaz::consume::nests(name) {
         bail!(
             "already inside elhaz session {name:?} (ELHAZ_SESSION is set); nesting it again is \
              usually a mistake — pass --force to do it anyway"
@@ -625,14 +515,6 @@ fn wait_and_clean(
         let _ = nix::sys::signal::raise(s);
     }
     Ok(ExitCode::from((128 + sig).clamp(0, 255) as u8))
-}
-
-/// `exec` says on stderr when a shared daemon (not your own) serves it; your own daemon is
-/// the default and says nothing.
-fn note_shared(c: &client::Client) {
-    if matches!(c.served(), client::Served::Shared { .. }) {
-        eprintln!("elhaz: served by {}", c.served());
-    }
 }
 
 fn profile_name(name: &str) -> String {

@@ -79,8 +79,10 @@ pub fn hook(shell: HookShell) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `elhaz` a unit runs: the lean binary users run (it hands `daemon start` to
+/// `elhaz-full` in the same process, so systemd supervises the daemon's own pid).
 fn exe_path() -> Result<String> {
-    let exe = std::env::current_exe().context("cannot find the elhaz executable")?;
+    let exe = elhaz::front::front_binary().context("cannot find the elhaz executable")?;
     let exe = exe.to_string_lossy().into_owned();
     if exe.contains(char::is_whitespace) {
         bail!(

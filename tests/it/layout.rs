@@ -1,6 +1,8 @@
-//! The workspace's crate boundary, checked over `cargo metadata` rather than kept by
-//! convention: `elhaz-core` — what `credential-process` and `exec` run through — must not
-//! depend, directly or transitively, on an async runtime, an HTTP stack or any AWS crate.
+//! The workspace's layout, checked rather than kept by convention: `elhaz-core` — what
+//! `credential-process` and `exec` run through — must not depend, directly or transitively, on
+//! an async runtime, an HTTP stack or any AWS crate (over `cargo metadata`), and the lean
+//! `elhaz` binary built on it carries none of their code; modules import each other without
+//! cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -116,6 +118,35 @@ fn the_hot_paths_crate_depends_on_no_runtime_and_no_sdk() {
         !core.contains("elhaz-daemon"),
         "elhaz-core depends on the daemon crate"
     );
+}
+
+/// The `elhaz` binary users run carries none of the heavy code — the property the crate
+/// boundary exists for, checked on the built binaries. Each crate leaves its source paths in
+/// the code it contributes (panic locations, debug info), so a marker found in `elhaz-full`
+/// and absent from `elhaz` means that crate's code is not linked into `elhaz`.
+#[test]
+fn the_lean_binary_links_no_runtime_no_sdk_and_no_clap() {
+    let front = std::path::Path::new(env!("CARGO_BIN_EXE_elhaz"));
+    let full = front.with_file_name("elhaz-full");
+    let (front, full) = (std::fs::read(front).unwrap(), std::fs::read(full).unwrap());
+    let has = |bin: &[u8], m: &str| bin.windows(m.len()).any(|w| w == m.as_bytes());
+    for marker in [
+        "tokio-1.",
+        "hyper-1.",
+        "aws-sdk-",
+        "aws-smithy",
+        "aws-lc",
+        "clap_builder",
+    ] {
+        assert!(
+            has(&full, marker),
+            "the check sees nothing: {marker} not in elhaz-full"
+        );
+        assert!(
+            !has(&front, marker),
+            "{marker} code is linked into the lean elhaz"
+        );
+    }
 }
 
 /// The fuzz target decodes request frames with the function the server uses, so what is fuzzed

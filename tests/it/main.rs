@@ -21,6 +21,7 @@ mod fake_sso;
 mod fake_sts;
 mod forgiving;
 mod frames;
+mod front;
 mod hardening;
 mod hardening_faults;
 mod hardening_input;

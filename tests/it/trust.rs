@@ -488,9 +488,10 @@ fn control_characters_from_a_daemon_are_stripped() {
     let mfa = reply(
         r#""error":{"code":"mfa_required","message":"needs \u001b[31mMFA","mfa_serial":"arn:aws:iam::1:mfa/\u001b]2;pwned\u0007x"}"#,
     );
-    // The MFA reply twice: a CLI that gets `mfa_required` takes the device's prompt lock and
-    // asks once more (another CLI may have just prompted) before it prompts itself.
-    let fake = FakeDaemon::start(uid, gid, &socket, &[&error, &mfa, &mfa]);
+    // The MFA reply three times: the lean `elhaz` hands `mfa_required` to `elhaz-full`, which
+    // asks again, takes the device's prompt lock and asks once more (another CLI may have just
+    // prompted) before it prompts itself.
+    let fake = FakeDaemon::start(uid, gid, &socket, &[&error, &mfa, &mfa, &mfa]);
     let no_tty = |args: &[&str]| {
         let mut cmd = env.cmd(args);
         // SAFETY: setsid is async-signal-safe; it detaches the child from any terminal, so

@@ -191,7 +191,14 @@ pub fn pid_is_elhaz(pid: u32) -> bool {
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .and_then(|c| c.split(|&b| b == 0).next().map(<[u8]>::to_vec))
-            .is_some_and(|argv0| argv0 == BIN.as_bytes())
+            .is_some_and(|argv0| {
+                // The lean `elhaz` or its `elhaz-full`, run by path or started as `elhaz`.
+                let full = Path::new(BIN).with_file_name("elhaz-full");
+                let canonical = std::fs::canonicalize(BIN).unwrap_or_default();
+                [Path::new(BIN), full.as_path(), canonical.as_path()]
+                    .iter()
+                    .any(|b| argv0 == b.as_os_str().as_encoded_bytes())
+            })
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -817,38 +824,43 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// A path of the `elhaz` binary that any uid may execute. Tests that run it as another user
-/// need one: the build's own path may sit under a private directory (a CI clone in a 0700
-/// temp dir, say). The copy lives in a world-readable directory keyed by the build, shared by
-/// every test process, and is made atomically (copy, then rename).
+/// A path of the `elhaz` binary that any uid may execute (with `elhaz-full` next to it, which
+/// it hands most commands to). Tests that run it as another user need one: the build's own
+/// path may sit under a private directory (a CI clone in a 0700 temp dir, say). The copies live
+/// in a world-readable directory keyed by both builds, shared by every test process, and each
+/// is made atomically (copy, then rename).
 pub fn bin_for_any_uid() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
         let bin = Path::new(BIN);
+        let full = bin.with_file_name("elhaz-full");
         let reachable = bin
             .ancestors()
             .skip(1)
             .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
-            && std::fs::metadata(bin).is_ok_and(|m| m.mode() & 0o001 != 0);
+            && [bin, full.as_path()]
+                .iter()
+                .all(|b| std::fs::metadata(b).is_ok_and(|m| m.mode() & 0o001 != 0));
         if reachable {
             return bin.to_path_buf();
         }
-        let meta = std::fs::metadata(bin).unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "elhaz-it-bin-{}-{}",
-            meta.len(),
-            meta.mtime_nsec() ^ meta.mtime()
-        ));
-        let target = dir.join("elhaz");
-        if !target.exists() {
-            let _ = std::fs::create_dir(&dir);
-            chmod(&dir, 0o755);
-            let tmp = dir.join(format!("elhaz.{}.tmp", std::process::id()));
-            std::fs::copy(bin, &tmp).unwrap();
-            chmod(&tmp, 0o755);
-            std::fs::rename(&tmp, &target).unwrap();
+        let key = |b: &Path| {
+            let meta = std::fs::metadata(b).unwrap();
+            format!("{}-{}", meta.len(), meta.mtime_nsec() ^ meta.mtime())
+        };
+        let dir = std::env::temp_dir().join(format!("elhaz-it-bin-{}-{}", key(bin), key(&full)));
+        let _ = std::fs::create_dir(&dir);
+        chmod(&dir, 0o755);
+        for (src, name) in [(full.as_path(), "elhaz-full"), (bin, "elhaz")] {
+            let target = dir.join(name);
+            if !target.exists() {
+                let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+                std::fs::copy(src, &tmp).unwrap();
+                chmod(&tmp, 0o755);
+                std::fs::rename(&tmp, &target).unwrap();
+            }
         }
-        target
+        dir.join("elhaz")
     })
     .clone()
 }

@@ -4,7 +4,8 @@
 //! many times. This crate holds everything that path needs and nothing else: it depends on no
 //! async runtime, no HTTP stack and no AWS crate, and `tests/it/layout.rs` checks that over
 //! `cargo metadata`, so the boundary is kept by the compiler rather than by convention. The
-//! daemon (`elhaz-daemon`) builds on it; the `elhaz` package re-exports both.
+//! daemon (`elhaz-daemon`) builds on it; the `elhaz` package re-exports both. The `elhaz`
+//! binary users run is [`front`], linked against this crate alone.
 //!
 //! # Layout
 //!
@@ -16,6 +17,10 @@
 //!   async codec in `elhaz-daemon` has the same layout and cap).
 //! - [`config`] — session config and `elhaz.toml` schema, validation, the atomic store.
 //! - [`client`] — connect, call, autostart; blocking `std` only (the hot path).
+//! - [`front`] — the lean `elhaz` binary: serves `credential-process` and `exec` when a running
+//!   daemon answers with credentials, hands everything else to `elhaz-full`.
+//! - [`consume`] — what the consumers hand out, once for both binaries: the
+//!   `credential_process` JSON, a session's variables, the slow-request notice.
 //! - [`selfref`] — what elhaz puts into an environment, so a daemon scrubs it from its own and
 //!   refuses a profile that would call elhaz back.
 //! - [`credentials`] — secret types (redacting, zeroizing) and RFC 3339 formatting.
@@ -26,9 +31,11 @@
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod consume;
 pub mod credentials;
 pub mod ecs;
 pub mod error;
+pub mod front;
 pub mod fsafe;
 pub mod import;
 pub mod paths;

@@ -170,6 +170,11 @@ pub fn start_daemon(paths: &Paths, socket: &Path, extra: &[String]) -> Result<St
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| Error::io("cannot create the start-up pipe", e))?;
     let mut cmd = Command::new(exe);
+    // Shown as `elhaz daemon start …` (argv[0] the lean binary users run), whichever binary
+    // starts it; the image is this one, which has the daemon.
+    if let Ok(front) = crate::front::front_binary() {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, front);
+    }
     // The daemon scrubs these itself too; removing them here keeps them out of its
     // /proc/PID/environ as well.
     let vars: Vec<(String, String)> = std::env::vars_os()
