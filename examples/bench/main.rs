@@ -1026,6 +1026,11 @@ fn measure_all(b: &Bench) -> Result<Value, String> {
             "elhaz_version": b.output({let mut x = b.cmd(&o.elhaz); x.arg("--version"); x}, Duration::from_secs(10))?.trim().trim_start_matches("elhaz ").to_string(),
             "python_elhaz_version": b.output({let mut x = b.cmd(b.py_bin("python")); x.args(["-c", "import importlib.metadata as m; print(m.version('elhaz'))"]); x}, Duration::from_secs(30))?.trim(),
             "elhaz_binary": o.elhaz,
+            "binary_bytes": {
+                "elhaz": file_len(&o.elhaz),
+                "elhaz_full": file_len(&o.elhaz.with_file_name("elhaz-full")),
+                "floor_client": file_len(&o.client),
+            },
             "counts": c,
             "seconds": 0.0,
         },
@@ -1256,4 +1261,9 @@ pub fn fmt_num(x: f64) -> String {
         write!(s, "{x:.2}")
     };
     s
+}
+
+/// A file's size in bytes (NaN, shown as such, when it cannot be read).
+fn file_len(p: &std::path::Path) -> f64 {
+    std::fs::metadata(p).map_or(f64::NAN, |m| m.len() as f64)
 }

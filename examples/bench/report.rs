@@ -64,6 +64,22 @@ pub fn targets(r: &Value) -> Value {
             2.5
         ),
         target(
+            "cp_vs_floor",
+            "credential-process median ≤ 1.1× the std-only socket client (#12, same run)",
+            ratio(cp, f(&cli["floor_client"]["p50"])),
+            "×",
+            "<=",
+            1.1
+        ),
+        target(
+            "cp_vs_true_lean",
+            "credential-process median ≤ 2× /bin/true (#12, same run)",
+            ratio(cp, t),
+            "×",
+            "<=",
+            2.0
+        ),
+        target(
             "cp_vs_python",
             "credential-process median ≥ 300× faster than Python elhaz",
             ratio(f(&cli["py_cp"]["p50"]), cp),
@@ -340,6 +356,14 @@ pub fn table(r: &Value) -> String {
         m["machine"]["os"].as_str().unwrap_or("?"),
         m["machine"]["kernel"].as_str().unwrap_or("?"),
         m["machine"]["rustc"].as_str().unwrap_or("?"),
+    ));
+    let mib = |v: &Value| f(v) / (1024.0 * 1024.0);
+    s.push_str(&format!(
+        "Binaries: `elhaz` {:.1} MB (serves credential-process and exec), `elhaz-full` {:.1} MB; \
+         std-only socket client {:.1} MB.\n\n",
+        mib(&m["binary_bytes"]["elhaz"]),
+        mib(&m["binary_bytes"]["elhaz_full"]),
+        mib(&m["binary_bytes"]["floor_client"]),
     ));
     s.push_str("| figure | ours | Python elhaz 0.5.6 | floor |\n|---|---|---|---|\n");
     let row = |s: &mut String, a: &str, b: String, c: String, d: String| {
