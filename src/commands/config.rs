@@ -53,8 +53,45 @@ fn flag<T: std::str::FromStr<Err = String>>(name: &str, v: &Option<String>) -> R
         .transpose()
 }
 
+/// The session config `config add`'s flags describe, each field checked as it is parsed.
 fn config_from_flags(a: &ConfigAddArgs) -> Result<SessionConfig> {
-    let role = match &a.role_arn {
+    let role = role_flags(a)?;
+    let mfa = mfa_flags(a)?;
+    let sts = (a.sts_endpoint_url.is_some() || a.sts_region.is_some())
+        .then(|| -> Result<StsConfig> {
+            Ok(StsConfig {
+                endpoint_url: a.sts_endpoint_url.clone(),
+                region: flag("sts-region", &a.sts_region)?,
+            })
+        })
+        .transpose()?;
+    Ok(SessionConfig {
+        description: a.description.clone(),
+        region: flag("region", &a.region)?,
+        profile: a.source_profile.clone(),
+        session: flag("source-session", &a.source_session)?,
+        keyring: a.keyring.clone(),
+        duration: flag("duration", &a.duration)?,
+        role,
+        web_identity: a
+            .web_identity_token_file
+            .as_ref()
+            .map(|p| -> Result<WebIdentityConfig> {
+                Ok(WebIdentityConfig {
+                    token_file: std::path::absolute(p)
+                        .with_context(|| format!("--web-identity-token-file {}", p.display()))?,
+                })
+            })
+            .transpose()?,
+        mfa,
+        sts,
+        sso: sso_flags(a)?,
+    })
+}
+
+/// `[role]` from `--role-arn` and its AssumeRole flags, which are refused without it.
+fn role_flags(a: &ConfigAddArgs) -> Result<Option<RoleConfig>> {
+    Ok(match &a.role_arn {
         Some(_) => {
             let mut tags = BTreeMap::new();
             for t in &a.tag {
@@ -95,8 +132,12 @@ fn config_from_flags(a: &ConfigAddArgs) -> Result<SessionConfig> {
             }
             None
         }
-    };
-    let mfa = match &a.mfa_serial {
+    })
+}
+
+/// `[mfa]` from `--mfa-serial` and `--mfa-command`.
+fn mfa_flags(a: &ConfigAddArgs) -> Result<Option<MfaConfig>> {
+    Ok(match &a.mfa_serial {
         Some(_) => Some(MfaConfig {
             serial: flag("mfa-serial", &a.mfa_serial)?.ok_or_else(|| anyhow!("--mfa-serial"))?,
             command: a
@@ -107,36 +148,6 @@ fn config_from_flags(a: &ConfigAddArgs) -> Result<SessionConfig> {
             session_duration: None,
         }),
         None => None,
-    };
-    let sts = (a.sts_endpoint_url.is_some() || a.sts_region.is_some())
-        .then(|| -> Result<StsConfig> {
-            Ok(StsConfig {
-                endpoint_url: a.sts_endpoint_url.clone(),
-                region: flag("sts-region", &a.sts_region)?,
-            })
-        })
-        .transpose()?;
-    Ok(SessionConfig {
-        description: a.description.clone(),
-        region: flag("region", &a.region)?,
-        profile: a.source_profile.clone(),
-        session: flag("source-session", &a.source_session)?,
-        keyring: a.keyring.clone(),
-        duration: flag("duration", &a.duration)?,
-        role,
-        web_identity: a
-            .web_identity_token_file
-            .as_ref()
-            .map(|p| -> Result<WebIdentityConfig> {
-                Ok(WebIdentityConfig {
-                    token_file: std::path::absolute(p)
-                        .with_context(|| format!("--web-identity-token-file {}", p.display()))?,
-                })
-            })
-            .transpose()?,
-        mfa,
-        sts,
-        sso: sso_flags(a)?,
     })
 }
 

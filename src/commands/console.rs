@@ -67,21 +67,7 @@ fn urlencode(s: &str) -> String {
 
 pub fn run(paths: &Paths, args: ConsoleArgs) -> Result<ExitCode> {
     let name = resolve_name(paths, args.name.given())?;
-    let duration = args
-        .duration
-        .as_deref()
-        .map(|d| {
-            d.parse::<elhaz::config::Secs>()
-                .map_err(|e| anyhow!("--duration: {e}"))
-                .and_then(|s| {
-                    if (900..=43200).contains(&s.0) {
-                        Ok(s.0)
-                    } else {
-                        bail!("--duration: the console session lasts 15m..12h (900..43200 s)")
-                    }
-                })
-        })
-        .transpose()?;
+    let duration = console_duration(args.duration.as_deref())?;
     // In range (900..=43200), so it fits.
     let creds = console_credentials(paths, &name, duration.and_then(|d| u32::try_from(d).ok()))?;
     let region = creds
@@ -100,6 +86,46 @@ pub fn run(paths: &Paths, args: ConsoleArgs) -> Result<ExitCode> {
     if !(destination.starts_with("https://") || destination.starts_with("http://")) {
         bail!("--destination {destination:?}: expected an https:// console URL");
     }
+    let token = signin_token(&federation, creds, duration)?;
+    let login = Zeroizing::new(format!(
+        "{federation}?Action=login&Issuer=elhaz&Destination={}&SigninToken={}",
+        urlencode(&destination),
+        urlencode(&token)
+    ));
+    if args.print {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", login.as_str())?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    open_in_browser(&login)?;
+    eprintln!("elhaz: opened the AWS console for session {name:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--duration`, in seconds, within the console's 15m..12h.
+fn console_duration(arg: Option<&str>) -> Result<Option<u64>> {
+    arg.map(|d| {
+        d.parse::<elhaz::config::Secs>()
+            .map_err(|e| anyhow!("--duration: {e}"))
+            .and_then(|s| {
+                if (900..=43200).contains(&s.0) {
+                    Ok(s.0)
+                } else {
+                    bail!("--duration: the console session lasts 15m..12h (900..43200 s)")
+                }
+            })
+    })
+    .transpose()
+}
+
+/// The federation endpoint's `getSigninToken` for `creds` (consumed: the JSON holding them is
+/// zeroized once sent).
+fn signin_token(
+    federation: &str,
+    creds: elhaz::protocol::WireCredentials,
+    duration: Option<u64>,
+) -> Result<String> {
     let session = Zeroizing::new(
         serde_json::json!({
             "sessionId": creds.access_key_id,
@@ -123,31 +149,24 @@ pub fn run(paths: &Paths, args: ConsoleArgs) -> Result<ExitCode> {
     let token = v["SigninToken"]
         .as_str()
         .ok_or_else(|| anyhow!("getSigninToken at {federation}: no SigninToken in the reply"))?;
-    let login = Zeroizing::new(format!(
-        "{federation}?Action=login&Issuer=elhaz&Destination={}&SigninToken={}",
-        urlencode(&destination),
-        urlencode(token)
-    ));
-    if args.print {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", login.as_str())?;
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
-    }
+    Ok(token.to_string())
+}
+
+/// Hands the login URL to `xdg-open` (`open` on macOS).
+fn open_in_browser(login: &str) -> Result<()> {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
         "xdg-open"
     };
     let status = std::process::Command::new(opener)
-        .arg(login.as_str())
+        .arg(login)
         .status()
         .map_err(|e| anyhow!("cannot run {opener} ({e}); use --print to get the URL instead"))?;
     if !status.success() {
         bail!("{opener} failed ({status}); use --print to get the URL instead");
     }
-    eprintln!("elhaz: opened the AWS console for session {name:?}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The daemon's `console_credentials` for `name`: federated-user credentials for an IAM-user

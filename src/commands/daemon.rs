@@ -9,45 +9,20 @@ use elhaz::client::{self, Started};
 use elhaz::config::Secs;
 use elhaz::daemon::{lifecycle, state::Options};
 use elhaz::paths::Paths;
-use elhaz::protocol::{ErrorCode, Request, Response};
+use elhaz::protocol::{ErrorCode, Request, Response, SessionInfo};
 
 use super::{EXIT_NOT_RUNNING, human_secs};
 use elhaz::cli::StartArgs;
 
+/// `daemon start`: serve in the foreground, or start a detached daemon and wait for it.
 pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
     // A daemon autostarted from inside `exec --ecs` (by its endpoint's threads) inherits their
     // blocked signals, and a signal mask survives exec: start from an empty one, or SIGTERM
     // would never reach the daemon's handlers.
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
-    let idle_timeout = args
-        .idle_timeout
-        .as_deref()
-        .map(|s| {
-            s.parse::<Secs>()
-                .map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))
-                .and_then(|d| {
-                    if d.0 == 0 {
-                        bail!("--idle-timeout: must be at least 1 second")
-                    } else {
-                        Ok(d.duration())
-                    }
-                })
-        })
-        .transpose()?;
-    let mode = |flag: &str, v: &Option<String>| -> Result<Option<u32>> {
-        v.as_deref()
-            .map(|s| {
-                u32::from_str_radix(s.trim_start_matches("0o"), 8)
-                    .ok()
-                    .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("{flag} {s:?}: expected an octal mode such as 0660")
-                    })
-            })
-            .transpose()
-    };
-    let socket_mode = mode("--socket-mode", &args.socket_mode)?;
-    let socket_dir_mode = mode("--socket-dir-mode", &args.socket_dir_mode)?;
+    let idle_timeout = idle_timeout_flag(args.idle_timeout.as_deref())?;
+    let socket_mode = mode_flag("--socket-mode", &args.socket_mode)?;
+    let socket_dir_mode = mode_flag("--socket-dir-mode", &args.socket_dir_mode)?;
     if args.foreground {
         let options = Options {
             once: args.once,
@@ -59,17 +34,73 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
             group: args.group.clone(),
             token_file: args.token_file.clone(),
         };
-        return match lifecycle::serve(paths, options) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e @ elhaz::Error::AlreadyRunning { pid }) => {
-                if !lifecycle::report_start(elhaz::protocol::StartReport::AlreadyRunning { pid }) {
-                    eprintln!("elhaz: {e}");
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => Err(e.into()),
-        };
+        return serve_foreground(paths, options);
     }
+    let extra = detached_args(&args, idle_timeout, socket_mode, socket_dir_mode)?;
+    let socket = if args.shared && !paths.socket_explicit {
+        elhaz::config::Settings::load(&paths.settings_file)?
+            .shared
+            .and_then(|s| s.socket)
+            .unwrap_or_else(|| paths.shared_socket.clone())
+    } else {
+        paths.socket.clone()
+    };
+    match client::start_daemon(paths, &socket, &extra)? {
+        Started::New(pid) => println!("elhaz daemon started (pid {pid})"),
+        Started::Already(pid) => println!("elhaz daemon is already running (pid {pid})"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--idle-timeout`: a duration of at least one second.
+fn idle_timeout_flag(arg: Option<&str>) -> Result<Option<Duration>> {
+    arg.map(|s| {
+        s.parse::<Secs>()
+            .map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))
+            .and_then(|d| {
+                if d.0 == 0 {
+                    bail!("--idle-timeout: must be at least 1 second")
+                } else {
+                    Ok(d.duration())
+                }
+            })
+    })
+    .transpose()
+}
+
+/// A permission-mode flag: octal, at most `0o777`.
+fn mode_flag(flag: &str, v: &Option<String>) -> Result<Option<u32>> {
+    v.as_deref()
+        .map(|s| {
+            u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| anyhow::anyhow!("{flag} {s:?}: expected an octal mode such as 0660"))
+        })
+        .transpose()
+}
+
+/// `daemon start --foreground`: serve in this process; a daemon already running is success.
+fn serve_foreground(paths: &Paths, options: Options) -> Result<ExitCode> {
+    match lifecycle::serve(paths, options) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ elhaz::Error::AlreadyRunning { pid }) => {
+            if !lifecycle::report_start(elhaz::protocol::StartReport::AlreadyRunning { pid }) {
+                eprintln!("elhaz: {e}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The arguments a detached daemon is started with, from the checked flags.
+fn detached_args(
+    args: &StartArgs,
+    idle_timeout: Option<Duration>,
+    socket_mode: Option<u32>,
+    socket_dir_mode: Option<u32>,
+) -> Result<Vec<String>> {
     let mut extra = Vec::new();
     if args.once {
         extra.push("--once".to_string());
@@ -100,19 +131,7 @@ pub fn start(paths: &Paths, args: StartArgs) -> Result<ExitCode> {
         extra.push("--require-token".to_string());
         extra.extend(["--token-file".to_string(), f.display().to_string()]);
     }
-    let socket = if args.shared && !paths.socket_explicit {
-        elhaz::config::Settings::load(&paths.settings_file)?
-            .shared
-            .and_then(|s| s.socket)
-            .unwrap_or_else(|| paths.shared_socket.clone())
-    } else {
-        paths.socket.clone()
-    };
-    match client::start_daemon(paths, &socket, &extra)? {
-        Started::New(pid) => println!("elhaz daemon started (pid {pid})"),
-        Started::Already(pid) => println!("elhaz daemon is already running (pid {pid})"),
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(extra)
 }
 
 /// `daemon stop [--timeout S] [--force | --no-force]`: the flags, else `stop_timeout` and
@@ -315,16 +334,25 @@ pub fn list(
         );
         return Ok(ExitCode::SUCCESS);
     }
+    print_sessions(&sessions);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A time as "PREFIX 5m" ahead of `now` or "5m ago" behind it; `-` when absent or unreadable.
+fn relative(now: std::time::SystemTime, t: &Option<String>, prefix: &str) -> String {
+    t.as_deref()
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+        .map(|t| match t.duration_since(now) {
+            Ok(d) => format!("{prefix} {}", human_secs(d.as_secs())),
+            Err(e) => format!("{} ago", human_secs(e.duration().as_secs())),
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `daemon list`'s table: one row per session, its notes indented under it.
+fn print_sessions(sessions: &[SessionInfo]) {
     let now = std::time::SystemTime::now();
-    let rel = |t: &Option<String>, prefix: &str| -> String {
-        t.as_deref()
-            .and_then(|s| humantime::parse_rfc3339(s).ok())
-            .map(|t| match t.duration_since(now) {
-                Ok(d) => format!("{prefix} {}", human_secs(d.as_secs())),
-                Err(e) => format!("{} ago", human_secs(e.duration().as_secs())),
-            })
-            .unwrap_or_else(|| "-".into())
-    };
+    let rel = |t: &Option<String>, prefix: &str| relative(now, t, prefix);
     let rows: Vec<[String; 6]> = sessions
         .iter()
         .map(|s| {
@@ -365,26 +393,33 @@ pub fn list(
         println!("{}", out.trim_end());
     };
     line(&header);
-    for (r, s) in rows.iter().zip(&sessions) {
+    for (r, s) in rows.iter().zip(sessions) {
         line(&r.iter().map(String::as_str).collect::<Vec<_>>());
-        if let Some(e) = &s.last_error {
-            println!("    last error: {e}");
-        }
-        if let Some(w) = &s.warning {
-            println!("    warning: {w}");
-        }
-        if s.mfa_expiration.is_some() {
-            println!("    mfa session: {}", rel(&s.mfa_expiration, "expires in"));
-        }
-        if let Some(k) = s.clock_skew_secs {
-            println!(
-                "    clock skew: the daemon's clock is {} {} STS's (expiry is judged on STS's clock)",
-                human_secs(k.unsigned_abs()),
-                if k > 0 { "behind" } else { "ahead of" }
-            );
-        }
+        print_session_notes(s, now);
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines under a session's row: its last error, warning, MFA session and clock skew.
+fn print_session_notes(s: &SessionInfo, now: std::time::SystemTime) {
+    if let Some(e) = &s.last_error {
+        println!("    last error: {e}");
+    }
+    if let Some(w) = &s.warning {
+        println!("    warning: {w}");
+    }
+    if s.mfa_expiration.is_some() {
+        println!(
+            "    mfa session: {}",
+            relative(now, &s.mfa_expiration, "expires in")
+        );
+    }
+    if let Some(k) = s.clock_skew_secs {
+        println!(
+            "    clock skew: the daemon's clock is {} {} STS's (expiry is judged on STS's clock)",
+            human_secs(k.unsigned_abs()),
+            if k > 0 { "behind" } else { "ahead of" }
+        );
+    }
 }
 
 pub fn add(paths: &Paths, name: &str) -> Result<ExitCode> {

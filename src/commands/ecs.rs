@@ -139,6 +139,8 @@ pub fn shell(paths: &Paths, name: &NameArg, force: bool) -> Result<ExitCode> {
 /// reaped, after which its pid may be reused).
 type Gone = Arc<Mutex<bool>>;
 
+/// Runs `command` as a child with an ECS endpoint for `name`, forwarding signals to it; exits
+/// with its status.
 fn run_child(
     paths: &Paths,
     name: &str,
@@ -159,45 +161,12 @@ fn run_child(
     }
     set.thread_block().context("cannot block signals")?;
 
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .context("cannot listen on 127.0.0.1 for the ECS endpoint")?;
-    let token = Arc::new(Token::generate());
-    let addr = ecs::spawn(
-        listener,
-        Endpoint {
-            token: token.clone(),
-            allow_remote_host: false,
-            source: daemon_source(paths, name),
-            audit: stderr_audit("ecs endpoint"),
-        },
-    )
-    .context("cannot start the ECS endpoint")?;
-
-    let mut cmd = std::process::Command::new(prog);
-    cmd.args(rest);
-    for k in OVERRIDING {
-        cmd.env_remove(k);
-    }
-    cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", ecs::full_uri(addr))
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.expose())
-        .env(ENV_SESSION, name);
+    let (addr, token) = start_endpoint(paths, name)?;
+    let mut cmd = child_command(prog, rest, addr, &token, name, set);
     if let Some(r) = &creds.region {
         cmd.env("AWS_REGION", r).env("AWS_DEFAULT_REGION", r);
     }
     drop(creds);
-    {
-        use std::os::unix::process::CommandExt;
-        let unblock = set;
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // pthread_sigmask, which is async-signal-safe; it allocates and locks nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                unblock
-                    .thread_unblock()
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
-    }
     let child = cmd
         .spawn()
         .map_err(|e| anyhow!("cannot run {}: {e}", prog.to_string_lossy()))?;
@@ -227,6 +196,57 @@ fn run_child(
         );
     }
     Ok(ExitCode::from(code))
+}
+
+/// The ECS endpoint for `name` on a loopback port, with a fresh token.
+fn start_endpoint(paths: &Paths, name: &str) -> Result<(SocketAddr, Arc<Token>)> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .context("cannot listen on 127.0.0.1 for the ECS endpoint")?;
+    let token = Arc::new(Token::generate());
+    let addr = ecs::spawn(
+        listener,
+        Endpoint {
+            token: token.clone(),
+            allow_remote_host: false,
+            source: daemon_source(paths, name),
+            audit: stderr_audit("ecs endpoint"),
+        },
+    )
+    .context("cannot start the ECS endpoint")?;
+    Ok((addr, token))
+}
+
+/// The child's command: pointed at the endpoint, without the variables that would override
+/// it, and with `unblock` (the forwarded signals) unblocked again between fork and exec.
+fn child_command(
+    prog: &OsString,
+    rest: &[OsString],
+    addr: SocketAddr,
+    token: &Token,
+    name: &str,
+    unblock: SigSet,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(rest);
+    for k in OVERRIDING {
+        cmd.env_remove(k);
+    }
+    cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", ecs::full_uri(addr))
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.expose())
+        .env(ENV_SESSION, name);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // pthread_sigmask, which is async-signal-safe; it allocates and locks nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                unblock
+                    .thread_unblock()
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            });
+        }
+    }
+    cmd
 }
 
 fn signal_name(s: Signal) -> &'static str {

@@ -79,6 +79,7 @@ enum Outcome {
     Skipped(String),
 }
 
+/// `config import-elhaz`: every file of `path` (default `~/.elhaz/configs`), then a summary.
 pub fn import_elhaz(
     paths: &Paths,
     path: Option<&Path>,
@@ -94,11 +95,15 @@ pub fn import_elhaz(
         println!("no *.yaml or *.yml files in {}", src.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let store = Store::new(paths.configs_dir.clone());
-    let env_custom = config::env_custom_endpoint();
-    let window = Settings::load(&paths.settings_file)
-        .map(|s| s.refresh_window())
-        .unwrap_or(config::DEFAULT_REFRESH_WINDOW);
+    let importer = Importer {
+        store: Store::new(paths.configs_dir.clone()),
+        env_custom: config::env_custom_endpoint(),
+        window: Settings::load(&paths.settings_file)
+            .map(|s| s.refresh_window())
+            .unwrap_or(config::DEFAULT_REFRESH_WINDOW),
+        force,
+        dry_run,
+    };
     let width = files
         .iter()
         .map(|f| {
@@ -114,94 +119,14 @@ pub fn import_elhaz(
             || file.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let source = std::path::absolute(file).unwrap_or_else(|_| file.clone());
         let mut notes = Vec::new();
-        let outcome = (|| -> Outcome {
-            let stem = file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if let Err(e) = config::validate_name(&stem) {
-                return Outcome::Skipped(format!("{e}; rename the file and import it again"));
-            }
-            if seen.contains(&stem) {
-                return Outcome::Skipped(format!(
-                    "another file of this directory already gives session {stem:?}"
-                ));
-            }
-            seen.push(stem.clone());
-            let yaml = match read_yaml(file) {
-                Ok(y) => y,
-                Err(e) => return Outcome::Skipped(format!("{e:#}")),
-            };
-            let dest = store.file(&stem);
-            let (text, conv) = match import_text(&yaml, &stem, &source, &dest, env_custom) {
-                Ok(r) => r,
-                Err(e @ ConvertError::NoAssumeRole) => return Outcome::Skipped(e.to_string()),
-                Err(ConvertError::Invalid(m)) => return Outcome::Skipped(m),
-            };
-            notes = conv.notes.clone();
-            if let Some(w) = conv.config.freshness_warning(window) {
-                notes.push(w);
-            }
-            let exists = std::fs::symlink_metadata(&dest).is_ok();
-            if dry_run {
-                if exists && !force {
-                    return Outcome::Skipped(format!(
-                        "session config {stem:?} already exists at {} (use --force to overwrite)",
-                        dest.display()
-                    ));
-                }
-                return Outcome::WouldImport {
-                    name: stem,
-                    dest,
-                    text,
-                    overwrite: exists,
-                };
-            }
-            match store.write(&stem, &text, force) {
-                Ok(dest) => Outcome::Imported { name: stem, dest },
-                Err(e) => Outcome::Skipped(e.to_string()),
-            }
-        })();
-        match &outcome {
-            Outcome::Imported { name, dest } => {
-                ok += 1;
-                println!(
-                    "imported      {shown:<width$}  → {name} ({})",
-                    dest.display()
-                );
-            }
-            Outcome::WouldImport {
-                name,
-                dest,
-                overwrite,
-                ..
-            } => {
-                ok += 1;
-                println!(
-                    "would import  {shown:<width$}  → {name} ({}{})",
-                    dest.display(),
-                    if *overwrite { ", overwriting it" } else { "" }
-                );
-            }
-            Outcome::Skipped(why) => {
-                failed += 1;
-                println!("skipped       {shown:<width$}  {why}");
-            }
+        let outcome = importer.import_one(file, &mut seen, &mut notes);
+        if matches!(outcome, Outcome::Skipped(_)) {
+            failed += 1;
+        } else {
+            ok += 1;
         }
-        // Notes explain a conversion; a file that was not converted only needs its reason.
-        if !matches!(outcome, Outcome::Skipped(_)) {
-            for n in &notes {
-                println!("    note: {n}");
-            }
-        }
-        if let Outcome::WouldImport { dest, text, .. } = &outcome {
-            println!("    --- {}", dest.display());
-            for line in text.lines() {
-                println!("    {line}");
-            }
-        }
+        print_outcome(&shown, width, &outcome, &notes);
     }
     let verb = if dry_run { "would import" } else { "imported" };
     println!(
@@ -225,4 +150,107 @@ pub fn import_elhaz(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What every file's import shares: the destination store and the flags.
+struct Importer {
+    store: Store,
+    env_custom: bool,
+    /// The refresh window, for the freshness warning.
+    window: u64,
+    force: bool,
+    dry_run: bool,
+}
+
+impl Importer {
+    /// Converts and writes (or, in a dry run, only checks) one file. `seen`: the session names
+    /// earlier files gave; `notes` receives the conversion's notes.
+    fn import_one(&self, file: &Path, seen: &mut Vec<String>, notes: &mut Vec<String>) -> Outcome {
+        let source = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = config::validate_name(&stem) {
+            return Outcome::Skipped(format!("{e}; rename the file and import it again"));
+        }
+        if seen.contains(&stem) {
+            return Outcome::Skipped(format!(
+                "another file of this directory already gives session {stem:?}"
+            ));
+        }
+        seen.push(stem.clone());
+        let yaml = match read_yaml(file) {
+            Ok(y) => y,
+            Err(e) => return Outcome::Skipped(format!("{e:#}")),
+        };
+        let dest = self.store.file(&stem);
+        let (text, conv) = match import_text(&yaml, &stem, &source, &dest, self.env_custom) {
+            Ok(r) => r,
+            Err(e @ ConvertError::NoAssumeRole) => return Outcome::Skipped(e.to_string()),
+            Err(ConvertError::Invalid(m)) => return Outcome::Skipped(m),
+        };
+        *notes = conv.notes.clone();
+        if let Some(w) = conv.config.freshness_warning(self.window) {
+            notes.push(w);
+        }
+        let exists = std::fs::symlink_metadata(&dest).is_ok();
+        if self.dry_run {
+            if exists && !self.force {
+                return Outcome::Skipped(format!(
+                    "session config {stem:?} already exists at {} (use --force to overwrite)",
+                    dest.display()
+                ));
+            }
+            return Outcome::WouldImport {
+                name: stem,
+                dest,
+                text,
+                overwrite: exists,
+            };
+        }
+        match self.store.write(&stem, &text, self.force) {
+            Ok(dest) => Outcome::Imported { name: stem, dest },
+            Err(e) => Outcome::Skipped(e.to_string()),
+        }
+    }
+}
+
+/// One file's line (`shown` padded to `width`), then its notes and, in a dry run, the text.
+fn print_outcome(shown: &str, width: usize, outcome: &Outcome, notes: &[String]) {
+    match outcome {
+        Outcome::Imported { name, dest } => {
+            println!(
+                "imported      {shown:<width$}  → {name} ({})",
+                dest.display()
+            );
+        }
+        Outcome::WouldImport {
+            name,
+            dest,
+            overwrite,
+            ..
+        } => {
+            println!(
+                "would import  {shown:<width$}  → {name} ({}{})",
+                dest.display(),
+                if *overwrite { ", overwriting it" } else { "" }
+            );
+        }
+        Outcome::Skipped(why) => {
+            println!("skipped       {shown:<width$}  {why}");
+        }
+    }
+    // Notes explain a conversion; a file that was not converted only needs its reason.
+    if !matches!(outcome, Outcome::Skipped(_)) {
+        for n in notes {
+            println!("    note: {n}");
+        }
+    }
+    if let Outcome::WouldImport { dest, text, .. } = outcome {
+        println!("    --- {}", dest.display());
+        for line in text.lines() {
+            println!("    {line}");
+        }
+    }
 }

@@ -34,57 +34,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::from_env()?;
     let given = given_name(&cli.command);
     let result = match cli.command {
-        Command::Daemon(cmd) => match cmd {
-            DaemonCmd::Start(args) => daemon::start(&paths, args),
-            DaemonCmd::Stop {
-                timeout,
-                force,
-                no_force,
-            } => daemon::stop_cmd(&paths, timeout, force, no_force),
-            DaemonCmd::Status { json } => daemon::status(&paths, json),
-            DaemonCmd::List {
-                pattern,
-                state,
-                json,
-            } => daemon::list(&paths, pattern, state, json),
-            DaemonCmd::Logs {
-                lines,
-                follow,
-                audit,
-            } => daemon::logs(&paths, lines, follow, audit),
-            DaemonCmd::Add { name } => daemon::add(&paths, &name),
-            DaemonCmd::Remove { name } => daemon::remove(&paths, &name),
-        },
-        Command::Config(cmd) => match cmd {
-            ConfigCmd::Add(args) => config::add(&paths, *args),
-            ConfigCmd::Remove {
-                name,
-                yes,
-                remove_profile,
-                keep_profile,
-            } => {
-                let profile = match (remove_profile, keep_profile) {
-                    (true, _) => Some(true),
-                    (_, true) => Some(false),
-                    _ => None,
-                };
-                config::remove(&paths, &name, yes, profile)
-            }
-            ConfigCmd::List { json } => config::list(&paths, json),
-            ConfigCmd::Show { name, json } => config::show(&paths, &name, json),
-            ConfigCmd::Edit { name } => config::edit(&paths, &name),
-            ConfigCmd::ImportElhaz {
-                path,
-                force,
-                dry_run,
-            } => import::import_elhaz(&paths, path.as_deref(), force, dry_run),
-            ConfigCmd::ImportAws {
-                path,
-                force,
-                dry_run,
-                rewrite,
-            } => import_aws::run(&paths, path.as_deref(), force, dry_run, rewrite),
-        },
+        Command::Daemon(cmd) => run_daemon(&paths, cmd),
+        Command::Config(cmd) => run_config(&paths, cmd),
         Command::CredentialProcess(name) => consume::credential_process(&paths, &name),
         Command::Exec(args) => consume::exec(&paths, args),
         Command::Export { name, format } => consume::export(&paths, &name, format),
@@ -125,6 +76,65 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sso(cmd) => sso::run(&paths, cmd),
     };
     result.map_err(|e| with_suggestion(&paths, given.as_deref(), e))
+}
+
+/// Runs `elhaz daemon …`.
+fn run_daemon(paths: &Paths, cmd: DaemonCmd) -> Result<ExitCode> {
+    match cmd {
+        DaemonCmd::Start(args) => daemon::start(paths, args),
+        DaemonCmd::Stop {
+            timeout,
+            force,
+            no_force,
+        } => daemon::stop_cmd(paths, timeout, force, no_force),
+        DaemonCmd::Status { json } => daemon::status(paths, json),
+        DaemonCmd::List {
+            pattern,
+            state,
+            json,
+        } => daemon::list(paths, pattern, state, json),
+        DaemonCmd::Logs {
+            lines,
+            follow,
+            audit,
+        } => daemon::logs(paths, lines, follow, audit),
+        DaemonCmd::Add { name } => daemon::add(paths, &name),
+        DaemonCmd::Remove { name } => daemon::remove(paths, &name),
+    }
+}
+
+/// Runs `elhaz config …`.
+fn run_config(paths: &Paths, cmd: ConfigCmd) -> Result<ExitCode> {
+    match cmd {
+        ConfigCmd::Add(args) => config::add(paths, *args),
+        ConfigCmd::Remove {
+            name,
+            yes,
+            remove_profile,
+            keep_profile,
+        } => {
+            let profile = match (remove_profile, keep_profile) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            config::remove(paths, &name, yes, profile)
+        }
+        ConfigCmd::List { json } => config::list(paths, json),
+        ConfigCmd::Show { name, json } => config::show(paths, &name, json),
+        ConfigCmd::Edit { name } => config::edit(paths, &name),
+        ConfigCmd::ImportElhaz {
+            path,
+            force,
+            dry_run,
+        } => import::import_elhaz(paths, path.as_deref(), force, dry_run),
+        ConfigCmd::ImportAws {
+            path,
+            force,
+            dry_run,
+            rewrite,
+        } => import_aws::run(paths, path.as_deref(), force, dry_run, rewrite),
+    }
 }
 
 /// The session name given on the command line, if the command takes one.

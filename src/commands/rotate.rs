@@ -144,7 +144,30 @@ async fn caller_arn(keys: &LongTermKeys) -> Result<String> {
         .ok_or_else(|| anyhow!("GetCallerIdentity returned no ARN"))
 }
 
+/// The rotation's steps; see the module docs for what each failure leaves behind.
 async fn rotate(entry: &str, old: &LongTermKeys, verify_timeout: Duration) -> Result<Rotated> {
+    let (arn, user) = iam_user(entry, old).await?;
+    let iam_old = aws_sdk_iam::Client::new(&sdk_config(old).await);
+    let new = create_key(&iam_old, &user).await?;
+    let new_id = new.access_key_id.clone();
+
+    // Store, then verify; on either failure put the old pair back and delete the new key.
+    let failed = match elhaz::keyring::set(entry, &new) {
+        Err(e) => Some(format!("cannot store the new key in the keyring: {e}")),
+        Ok(()) => match verify(&new, &arn, verify_timeout).await {
+            Ok(()) => None,
+            Err(e) => Some(format!("{e:#}")),
+        },
+    };
+    if let Some(why) = failed {
+        let msg = roll_back(entry, old, &iam_old, &user, &new_id, &why).await;
+        bail!(msg);
+    }
+    Ok(delete_old_key(entry, old, &new, &user).await)
+}
+
+/// The caller's ARN with the entry's current key, and the IAM user it belongs to.
+async fn iam_user(entry: &str, old: &LongTermKeys) -> Result<(String, String)> {
     let arn = caller_arn(old)
         .await
         .with_context(|| format!("the current key of {entry:?} does not work; nothing changed"))?;
@@ -158,10 +181,14 @@ async fn rotate(entry: &str, old: &LongTermKeys, verify_timeout: Duration) -> Re
                  be rotated; nothing changed"
             )
         })?;
-    let iam_old = aws_sdk_iam::Client::new(&sdk_config(old).await);
+    Ok((arn, user))
+}
+
+/// CreateAccessKey for `user`, with the current key.
+async fn create_key(iam_old: &aws_sdk_iam::Client, user: &str) -> Result<LongTermKeys> {
     let created = bounded(
         "CreateAccessKey",
-        iam_old.create_access_key().user_name(&user).send(),
+        iam_old.create_access_key().user_name(user).send(),
     )
     .await
     .with_context(|| {
@@ -177,79 +204,89 @@ async fn rotate(entry: &str, old: &LongTermKeys, verify_timeout: Duration) -> Re
         secret_access_key: SecretString::from(ak.secret_access_key().to_string()),
     };
     drop(created);
-    let new_id = new.access_key_id.clone();
-    let old_id = old.access_key_id.clone();
+    Ok(new)
+}
 
-    // Store, then verify; on either failure put the old pair back and delete the new key.
-    let failed = match elhaz::keyring::set(entry, &new) {
-        Err(e) => Some(format!("cannot store the new key in the keyring: {e}")),
-        Ok(()) => match verify(&new, &arn, verify_timeout).await {
-            Ok(()) => None,
-            Err(e) => Some(format!("{e:#}")),
-        },
-    };
-    if let Some(why) = failed {
-        // What the entry holds now (read back, not assumed: a failed store may or may not
-        // have written) decides what may be deleted — never the key the entry holds.
-        let holds = |id: &str| elhaz::keyring::read(entry).is_ok_and(|k| k.access_key_id == id);
-        let mut restore_error = None;
-        if !holds(&old_id)
-            && let Err(e) = elhaz::keyring::set(entry, old)
-        {
-            restore_error = Some(e.to_string());
-        }
-        let mut msg = format!("rotation of {entry:?} failed: {why}.");
-        if holds(&old_id) {
-            msg.push_str(&format!(" The entry keeps the old key {old_id}."));
-            match bounded(
-                "DeleteAccessKey",
-                iam_old
-                    .delete_access_key()
-                    .user_name(&user)
-                    .access_key_id(&new_id)
-                    .send(),
-            )
-            .await
-            {
-                Ok(_) => msg.push_str(&format!(" The new key {new_id} was deleted.")),
-                Err(e) => msg.push_str(&format!(
-                    " The new key {new_id} could not be deleted ({e:#}): delete it by hand."
-                )),
-            }
-        } else {
-            // The entry does not hold the old key and cannot be made to: both keys stay in
-            // IAM, and the old pair is kept in ENTRY.previous if the keyring takes it.
-            let kept = elhaz::keyring::set(&previous_entry(entry), old).is_ok();
-            msg.push_str(&format!(
-                " Could not put the old key {old_id} back into the entry ({}); both keys are \
-                 kept in IAM: the new key {new_id}, and the old key {old_id}{}.",
-                restore_error.as_deref().unwrap_or("it does not read back"),
-                if kept {
-                    format!(
-                        " (its pair is in the keyring entry {:?})",
-                        previous_entry(entry)
-                    )
-                } else {
-                    String::new()
-                }
-            ));
-        }
-        bail!(msg);
+/// After the new key failed (`why`): the entry back to the old key, then the new key deleted
+/// — only once the entry holds the old one. Returns the message saying what was left where.
+async fn roll_back(
+    entry: &str,
+    old: &LongTermKeys,
+    iam_old: &aws_sdk_iam::Client,
+    user: &str,
+    new_id: &str,
+    why: &str,
+) -> String {
+    let old_id = &old.access_key_id;
+    // What the entry holds now (read back, not assumed: a failed store may or may not
+    // have written) decides what may be deleted — never the key the entry holds.
+    let holds = |id: &str| elhaz::keyring::read(entry).is_ok_and(|k| k.access_key_id == id);
+    let mut restore_error = None;
+    if !holds(old_id)
+        && let Err(e) = elhaz::keyring::set(entry, old)
+    {
+        restore_error = Some(e.to_string());
     }
+    let mut msg = format!("rotation of {entry:?} failed: {why}.");
+    if holds(old_id) {
+        msg.push_str(&format!(" The entry keeps the old key {old_id}."));
+        match bounded(
+            "DeleteAccessKey",
+            iam_old
+                .delete_access_key()
+                .user_name(user)
+                .access_key_id(new_id)
+                .send(),
+        )
+        .await
+        {
+            Ok(_) => msg.push_str(&format!(" The new key {new_id} was deleted.")),
+            Err(e) => msg.push_str(&format!(
+                " The new key {new_id} could not be deleted ({e:#}): delete it by hand."
+            )),
+        }
+    } else {
+        // The entry does not hold the old key and cannot be made to: both keys stay in
+        // IAM, and the old pair is kept in ENTRY.previous if the keyring takes it.
+        let kept = elhaz::keyring::set(&previous_entry(entry), old).is_ok();
+        msg.push_str(&format!(
+            " Could not put the old key {old_id} back into the entry ({}); both keys are \
+             kept in IAM: the new key {new_id}, and the old key {old_id}{}.",
+            restore_error.as_deref().unwrap_or("it does not read back"),
+            if kept {
+                format!(
+                    " (its pair is in the keyring entry {:?})",
+                    previous_entry(entry)
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    msg
+}
 
-    // The new key works: delete the old one with it.
-    let iam_new = aws_sdk_iam::Client::new(&sdk_config(&new).await);
+/// The new key works: delete the old one with it. If that fails, the old pair is kept in
+/// `ENTRY.previous`.
+async fn delete_old_key(
+    entry: &str,
+    old: &LongTermKeys,
+    new: &LongTermKeys,
+    user: &str,
+) -> Rotated {
+    let (old_id, new_id) = (old.access_key_id.clone(), new.access_key_id.clone());
+    let iam_new = aws_sdk_iam::Client::new(&sdk_config(new).await);
     let deleted = bounded(
         "DeleteAccessKey",
         iam_new
             .delete_access_key()
-            .user_name(&user)
+            .user_name(user)
             .access_key_id(&old_id)
             .send(),
     )
     .await;
     match deleted {
-        Ok(_) => Ok(Rotated::Done { old_id, new_id }),
+        Ok(_) => Rotated::Done { old_id, new_id },
         Err(e) => {
             let why = format!("{e:#}");
             if let Err(k) = elhaz::keyring::set(&previous_entry(entry), old) {
@@ -258,11 +295,11 @@ async fn rotate(entry: &str, old: &LongTermKeys, verify_timeout: Duration) -> Re
                     previous_entry(entry)
                 );
             }
-            Ok(Rotated::OldKept {
+            Rotated::OldKept {
                 old_id,
                 new_id,
                 why,
-            })
+            }
         }
     }
 }

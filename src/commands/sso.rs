@@ -293,43 +293,19 @@ fn targets(paths: &Paths, settings: &Settings) -> Result<BTreeMap<String, (Targe
     Ok(out)
 }
 
+/// `sso status`: every IAM Identity Center login the configs name, and whether it is held.
 fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
     let settings = Settings::load(&paths.settings_file)?;
     let disk = disk(&settings);
     // Memory-only mode: the daemon is the only holder (no daemon, no login).
-    let held: Vec<elhaz::protocol::SsoLoginInfo> = if disk {
+    let held = if disk {
         Vec::new()
     } else {
-        elhaz::client::connect_existing(paths)
-            .ok()
-            .flatten()
-            .and_then(|mut c| c.call(elhaz::protocol::Request::SsoStatus).ok())
-            .and_then(|r| match r {
-                elhaz::protocol::Response::SsoStatus { logins } => Some(logins),
-                _ => None,
-            })
-            .unwrap_or_default()
+        daemon_logins(paths)
     };
     let mut rows = Vec::new();
     for (_, (t, sessions)) in targets(paths, &settings)? {
-        let (expires_at, refresh_token) = if disk {
-            let cached = sso::target_cache_file(&t)
-                .and_then(|f| sso::read_cache(&f))
-                .filter(|c| c.start_url.is_empty() || c.start_url == t.start_url);
-            (
-                cached.as_ref().map(|c| c.expires_at.clone()),
-                cached.as_ref().is_some_and(|c| c.refresh_token.is_some()),
-            )
-        } else {
-            let l = held
-                .iter()
-                .find(|l| l.sso.start_url == t.start_url && l.sso.sso_session == t.session_name)
-                .filter(|l| !l.login_required);
-            (
-                l.and_then(|l| l.expires_at.clone()),
-                l.is_some_and(|l| l.refresh_token),
-            )
-        };
+        let (expires_at, refresh_token) = token_state(&t, disk, &held);
         let logged_in = expires_at
             .as_deref()
             .and_then(|e| {
@@ -352,10 +328,56 @@ fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_status(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The logins a running daemon holds (memory-only mode); none when no daemon answers.
+fn daemon_logins(paths: &Paths) -> Vec<elhaz::protocol::SsoLoginInfo> {
+    elhaz::client::connect_existing(paths)
+        .ok()
+        .flatten()
+        .and_then(|mut c| c.call(elhaz::protocol::Request::SsoStatus).ok())
+        .and_then(|r| match r {
+            elhaz::protocol::Response::SsoStatus { logins } => Some(logins),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// A target's token: when it expires and whether it has a refresh token — from the AWS CLI's
+/// cache file (`disk`) or from the daemon's `held` logins.
+fn token_state(
+    t: &Target,
+    disk: bool,
+    held: &[elhaz::protocol::SsoLoginInfo],
+) -> (Option<String>, bool) {
+    if disk {
+        let cached = sso::target_cache_file(t)
+            .and_then(|f| sso::read_cache(&f))
+            .filter(|c| c.start_url.is_empty() || c.start_url == t.start_url);
+        (
+            cached.as_ref().map(|c| c.expires_at.clone()),
+            cached.as_ref().is_some_and(|c| c.refresh_token.is_some()),
+        )
+    } else {
+        let l = held
+            .iter()
+            .find(|l| l.sso.start_url == t.start_url && l.sso.sso_session == t.session_name)
+            .filter(|l| !l.login_required);
+        (
+            l.and_then(|l| l.expires_at.clone()),
+            l.is_some_and(|l| l.refresh_token),
+        )
+    }
+}
+
+/// `sso status`'s lines, one per login.
+fn print_status(rows: &[serde_json::Value]) {
     if rows.is_empty() {
         println!("no IAM Identity Center logins configured");
     }
-    for r in &rows {
+    for r in rows {
         let name = r["sso_session"].as_str().unwrap_or("-");
         let state = if r["logged_in"].as_bool() == Some(true) {
             format!(
@@ -384,7 +406,6 @@ fn status(paths: &Paths, json: bool) -> Result<ExitCode> {
             }
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn logout(paths: &Paths, a: &SsoTarget) -> Result<ExitCode> {

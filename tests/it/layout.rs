@@ -259,3 +259,187 @@ fn no_import_cycle_between_modules() {
         }
     }
 }
+
+/// Longest source file, in code lines (not blank, not comments), outside unit tests.
+const MAX_FILE_CODE_LINES: usize = 600;
+/// Longest function, in code lines, unless the comment above it says why it is one piece.
+const MAX_FN_CODE_LINES: usize = 80;
+
+/// Every `.rs` file of the three packages' `src/`, except unit-test files (`tests.rs`).
+fn source_files() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs")
+                && p.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for src in ["src", "crates/elhaz-core/src", "crates/elhaz-daemon/src"] {
+        walk(&root.join(src), &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// A file's lines before its unit tests (the first top-level `#[cfg(test)]`).
+fn lines_before_tests(text: &str) -> Vec<&str> {
+    text.lines().take_while(|l| *l != "#[cfg(test)]").collect()
+}
+
+/// A line that is code: not blank, not only a comment.
+fn is_code(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty() && !t.starts_with("//") && !t.starts_with("/*") && !t.starts_with('*')
+}
+
+/// The functions of `lines` (rustfmt layout: a body ends at the first `}` at the signature's
+/// indentation) as (name, first line index, code lines, whether the comment and attributes
+/// right above it say "one piece").
+fn functions(lines: &[&str]) -> Vec<(String, usize, usize, bool)> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let mut words = t.split_whitespace().peekable();
+        // Qualifiers before `fn`: visibility, const, async, unsafe, extern "C".
+        while let Some(w) = words.peek() {
+            if w.starts_with("pub") || ["const", "async", "unsafe", "extern", "\"C\""].contains(w) {
+                words.next();
+            } else {
+                break;
+            }
+        }
+        if words.next() != Some("fn") {
+            continue;
+        }
+        let name: String = words
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        // A declaration without a body (in a trait) ends in `;` before any `{`.
+        let sig_end = lines[i..]
+            .iter()
+            .position(|l| l.trim_end().ends_with('{') || l.trim_end().ends_with(';'));
+        let Some(sig_end) = sig_end.map(|k| i + k) else {
+            continue;
+        };
+        if lines[sig_end].trim_end().ends_with(';') || lines[sig_end].trim_end().ends_with("{}") {
+            continue;
+        }
+        let close = format!("{}}}", " ".repeat(indent));
+        let Some(end) = lines[sig_end..]
+            .iter()
+            .position(|l| *l == close)
+            .map(|k| sig_end + k)
+        else {
+            continue;
+        };
+        let code = lines[i..=end].iter().filter(|l| is_code(l)).count();
+        let mut above = String::new();
+        for l in lines[..i].iter().rev() {
+            let t = l.trim_start();
+            if t.starts_with("//") || t.starts_with("#[") {
+                above.push_str(t);
+                above.push(' ');
+            } else {
+                break;
+            }
+        }
+        let excused = above.to_lowercase().contains("one piece");
+        out.push((name, i + 1, code, excused));
+    }
+    out
+}
+
+/// No source file over [`MAX_FILE_CODE_LINES`] code lines: a file that long holds more than
+/// one concern (#12).
+#[test]
+fn no_source_file_is_too_long() {
+    let files = source_files();
+    assert!(files.len() > 40, "read {} files", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let n = lines_before_tests(&text)
+                .iter()
+                .filter(|l| is_code(l))
+                .count();
+            (n > MAX_FILE_CODE_LINES).then(|| format!("{} ({n} code lines)", p.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_FILE_CODE_LINES} code lines — split by concern:\n{}",
+        long.join("\n")
+    );
+}
+
+/// No function over [`MAX_FN_CODE_LINES`] code lines unless the comment above it says why it
+/// is "one piece" (#12).
+#[test]
+fn no_function_is_too_long_without_a_reason() {
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for p in source_files() {
+        let text = std::fs::read_to_string(&p).unwrap();
+        for (name, line, code, excused) in functions(&lines_before_tests(&text)) {
+            seen += 1;
+            if code > MAX_FN_CODE_LINES && !excused {
+                long.push(format!("{}:{line} {name} ({code} code lines)", p.display()));
+            }
+        }
+    }
+    assert!(
+        seen > 500,
+        "found only {seen} functions: the scanner is broken"
+    );
+    assert!(
+        long.is_empty(),
+        "over {MAX_FN_CODE_LINES} code lines — split it, or say above it why it is one piece:\n{}",
+        long.join("\n")
+    );
+}
+
+/// The scanner itself: a long function is found and measured, a "one piece" comment excuses
+/// it, a trait declaration is no function.
+#[test]
+fn the_function_scanner_measures_what_it_should() {
+    let mut src = vec![
+        "/// Docs.",
+        "// One piece: a table.",
+        "pub(crate) fn long(",
+        "    a: u8,",
+        ") {",
+    ];
+    src.extend(std::iter::repeat_n("    x();", 90));
+    src.extend([
+        "",
+        "    // comment",
+        "}",
+        "trait T {",
+        "    fn decl(&self);",
+        "}",
+        "fn short() {",
+        "    y();",
+        "}",
+    ]);
+    let f = functions(&src);
+    let names: Vec<&str> = f.iter().map(|(n, ..)| n.as_str()).collect();
+    assert_eq!(names, ["long", "short"]);
+    assert_eq!(
+        f[0].2, 94,
+        "signature lines + body + closing brace, comments not counted"
+    );
+    assert!(f[0].3, "the one-piece comment excuses it");
+    assert!(!f[1].3);
+}

@@ -46,26 +46,11 @@ pub(super) fn probe_daemon(paths: &Paths) -> DaemonProbe {
     }
 }
 
+/// The daemon check from the probe's result: reachable, its version, its cached sessions.
 pub(super) fn check_daemon(r: &mut Report, probe: std::thread::JoinHandle<DaemonProbe>) {
-    // The probe thread cannot be cancelled; wait for it within a bound, then give up on it.
-    let deadline = std::time::Instant::now() + DAEMON_TIMEOUT;
-    while !probe.is_finished() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !probe.is_finished() {
-        r.fail(
-            "daemon",
-            format!(
-                "the daemon accepted but did not answer within {}s",
-                DAEMON_TIMEOUT.as_secs()
-            ),
-            "see `elhaz daemon logs`; restart it with `elhaz daemon stop`",
-        );
+    let Some(probe) = finished_probe(r, probe) else {
         return;
-    }
-    let probe = probe
-        .join()
-        .unwrap_or_else(|_| DaemonProbe::Failed("the probe panicked".into()));
+    };
     match probe {
         DaemonProbe::NotRunning => {
             if elhaz::client::autostart_enabled() {
@@ -98,35 +83,69 @@ pub(super) fn check_daemon(r: &mut Report, probe: std::thread::JoinHandle<Daemon
             "see `elhaz daemon logs`; restart it with `elhaz daemon stop`",
         ),
         DaemonProbe::Up(s, sessions) => {
-            let detail = format!(
-                "running (pid {}, elhaz {}, protocol {}, {} of {} sessions cached, up {}) on {}",
-                s.pid,
-                s.version,
-                s.protocol,
-                s.sessions,
-                s.capacity,
-                human_secs(s.uptime_s),
-                s.socket
-            );
-            if s.protocol != PROTOCOL_VERSION {
-                r.fail(
-                    "daemon",
-                    format!("{detail}: this CLI speaks protocol {PROTOCOL_VERSION}"),
-                    "run `elhaz daemon stop` (the next command starts a daemon of this version)",
-                );
-            } else if s.version != env!("CARGO_PKG_VERSION") {
-                r.warn(
-                    "daemon",
-                    format!("{detail}: this CLI is elhaz {}", env!("CARGO_PKG_VERSION")),
-                    "run `elhaz daemon stop` to switch to this version",
-                );
-            } else {
-                r.ok("daemon", detail);
-            }
+            check_version(r, &s);
             if let Some(sessions) = &sessions {
                 check_sessions(r, sessions);
             }
         }
+    }
+}
+
+/// The probe's result, waited for within [`DAEMON_TIMEOUT`]; `None` (and a failure reported)
+/// when the daemon accepted but did not answer.
+fn finished_probe(
+    r: &mut Report,
+    probe: std::thread::JoinHandle<DaemonProbe>,
+) -> Option<DaemonProbe> {
+    // The probe thread cannot be cancelled; wait for it within a bound, then give up on it.
+    let deadline = std::time::Instant::now() + DAEMON_TIMEOUT;
+    while !probe.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !probe.is_finished() {
+        r.fail(
+            "daemon",
+            format!(
+                "the daemon accepted but did not answer within {}s",
+                DAEMON_TIMEOUT.as_secs()
+            ),
+            "see `elhaz daemon logs`; restart it with `elhaz daemon stop`",
+        );
+        return None;
+    }
+    Some(
+        probe
+            .join()
+            .unwrap_or_else(|_| DaemonProbe::Failed("the probe panicked".into())),
+    )
+}
+
+/// A running daemon: its protocol must be this CLI's, its version should be.
+fn check_version(r: &mut Report, s: &StatusInfo) {
+    let detail = format!(
+        "running (pid {}, elhaz {}, protocol {}, {} of {} sessions cached, up {}) on {}",
+        s.pid,
+        s.version,
+        s.protocol,
+        s.sessions,
+        s.capacity,
+        human_secs(s.uptime_s),
+        s.socket
+    );
+    if s.protocol != PROTOCOL_VERSION {
+        r.fail(
+            "daemon",
+            format!("{detail}: this CLI speaks protocol {PROTOCOL_VERSION}"),
+            "run `elhaz daemon stop` (the next command starts a daemon of this version)",
+        );
+    } else if s.version != env!("CARGO_PKG_VERSION") {
+        r.warn(
+            "daemon",
+            format!("{detail}: this CLI is elhaz {}", env!("CARGO_PKG_VERSION")),
+            "run `elhaz daemon stop` to switch to this version",
+        );
+    } else {
+        r.ok("daemon", detail);
     }
 }
 

@@ -107,7 +107,13 @@ pub(super) fn check_paths(r: &mut Report, paths: &Paths) -> Vec<String> {
     check_dir(r, "configs dir", &paths.configs_dir, false);
     check_dir(r, "run dir", &paths.run_dir, true);
     check_dir(r, "log dir", &paths.log_dir, false);
+    check_socket(r, paths);
+    check_settings(r, paths);
+    check_configs(r, paths)
+}
 
+/// The socket, if present: a socket, ours, private.
+fn check_socket(r: &mut Report, paths: &Paths) {
     match std::fs::symlink_metadata(&paths.socket) {
         Err(_) => r.ok(
             "socket",
@@ -144,7 +150,10 @@ pub(super) fn check_paths(r: &mut Report, paths: &Paths) -> Vec<String> {
             }
         }
     }
+}
 
+/// `elhaz.toml`, if present: valid, ours, not writable by others.
+fn check_settings(r: &mut Report, paths: &Paths) {
     match std::fs::symlink_metadata(&paths.settings_file) {
         Err(_) => r.ok(
             "settings",
@@ -168,7 +177,10 @@ pub(super) fn check_paths(r: &mut Report, paths: &Paths) -> Vec<String> {
             }
         }
     }
+}
 
+/// Every session config: valid and private. Returns the ones that use a keyring entry.
+fn check_configs(r: &mut Report, paths: &Paths) -> Vec<String> {
     let store = Store::new(paths.configs_dir.clone());
     let custom = config::env_custom_endpoint();
     let mut keyring_users = Vec::new();
@@ -183,26 +195,7 @@ pub(super) fn check_paths(r: &mut Report, paths: &Paths) -> Vec<String> {
             return keyring_users;
         }
     };
-    // Files elhaz ignores because their names are not session names.
-    if let Ok(rd) = std::fs::read_dir(&paths.configs_dir) {
-        let mut ignored: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.'))
-            .filter(|n| {
-                n.strip_suffix(".toml")
-                    .is_some_and(|s| config::validate_name(s).is_err())
-            })
-            .collect();
-        ignored.sort();
-        for n in ignored {
-            r.warn(
-                format!("config {n}"),
-                "ignored: not a valid session name ([A-Za-z0-9._-], up to 64 characters)",
-                "rename the file",
-            );
-        }
-    }
+    warn_ignored_files(r, &paths.configs_dir);
     let mut good = 0;
     for name in &names {
         let file = store.file(name);
@@ -241,4 +234,27 @@ pub(super) fn check_paths(r: &mut Report, paths: &Paths) -> Vec<String> {
         );
     }
     keyring_users
+}
+
+/// Files elhaz ignores because their names are not session names.
+fn warn_ignored_files(r: &mut Report, dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut ignored: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .filter(|n| {
+                n.strip_suffix(".toml")
+                    .is_some_and(|s| config::validate_name(s).is_err())
+            })
+            .collect();
+        ignored.sort();
+        for n in ignored {
+            r.warn(
+                format!("config {n}"),
+                "ignored: not a valid session name ([A-Za-z0-9._-], up to 64 characters)",
+                "rename the file",
+            );
+        }
+    }
 }

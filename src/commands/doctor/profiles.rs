@@ -40,19 +40,54 @@ pub(super) fn is_python_script(p: &Path) -> bool {
             .is_some_and(|l| l.contains("python"))
 }
 
+/// Every `credential_process` in the AWS config file that runs elhaz.
 pub(super) fn check_aws_profiles(r: &mut Report, paths: &Paths) {
-    let Ok(file) = aws_config::file() else {
-        r.ok("aws profiles", "no home directory, so no AWS config file");
+    let Some((file, text)) = read_aws_config(r) else {
         return;
     };
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
+    let targets = Targets {
+        paths,
+        store: Store::new(paths.configs_dir.clone()),
+        custom: config::env_custom_endpoint(),
+    };
+    let mut found = 0;
+    for p in aws_config::credential_processes(&text) {
+        let Ok(argv) = elhaz::import::shlex_split(&p.command) else {
+            continue;
+        };
+        let Some(python_module) = elhaz_command(&argv) else {
+            continue;
+        };
+        found += 1;
+        let wired = Wired {
+            label: format!("aws profile {}", p.profile),
+            at: format!("{}:{}", file.display(), p.line),
+            p: &p,
+        };
+        check_profile(r, &targets, &wired, &argv, python_module);
+    }
+    if found == 0 {
+        r.ok(
+            "aws profiles",
+            format!("no credential_process in {} runs elhaz (wire one with `elhaz setup aws-profile NAME`)", file.display()),
+        );
+    }
+}
+
+/// The AWS config file and its text; `None` (reported) when there is none or it is unreadable.
+fn read_aws_config(r: &mut Report) -> Option<(PathBuf, String)> {
+    let Ok(file) = aws_config::file() else {
+        r.ok("aws profiles", "no home directory, so no AWS config file");
+        return None;
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(t) => Some((file, t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             r.ok(
                 "aws profiles",
                 format!("no AWS config file at {}", file.display()),
             );
-            return;
+            None
         }
         Err(e) => {
             r.warn(
@@ -60,157 +95,201 @@ pub(super) fn check_aws_profiles(r: &mut Report, paths: &Paths) {
                 format!("cannot read {}: {e}", file.display()),
                 "check AWS_CONFIG_FILE",
             );
+            None
+        }
+    }
+}
+
+/// Whether a `credential_process` command line runs elhaz: `Some(true)` for the Python
+/// elhaz's `python -m elhaz.cli …` (how its own `shell` wired itself), `Some(false)` for a
+/// program named `elhaz…`, `None` for anything else.
+fn elhaz_command(argv: &[String]) -> Option<bool> {
+    let prog = argv.first()?;
+    let base = Path::new(prog)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let python_module = base.starts_with("python")
+        && argv
+            .windows(2)
+            .any(|w| w[0] == "-m" && (w[1] == "elhaz" || w[1].starts_with("elhaz.")));
+    (base.starts_with("elhaz") || python_module).then_some(python_module)
+}
+
+/// The sessions a profile may name: the configs, and the default when it names none.
+struct Targets<'a> {
+    paths: &'a Paths,
+    store: Store,
+    custom: bool,
+}
+
+/// One profile whose `credential_process` runs elhaz: its check's label and its place.
+struct Wired<'a> {
+    label: String,
+    /// `FILE:LINE`.
+    at: String,
+    p: &'a aws_config::ProfileProcess,
+}
+
+impl Wired<'_> {
+    /// The fix that rewires the profile to this elhaz.
+    fn rewire(&self, session: &str) -> String {
+        format!(
+            "elhaz setup aws-profile {session} --profile {}  (writes this elhaz's path)",
+            self.p.profile
+        )
+    }
+}
+
+/// One elhaz profile: the program it runs, then the session it asks for.
+fn check_profile(
+    r: &mut Report,
+    targets: &Targets<'_>,
+    w: &Wired<'_>,
+    argv: &[String],
+    python_module: bool,
+) {
+    let session = aws_config::requested_session(&argv[1..]);
+    let fix_name = session
+        .clone()
+        .ok()
+        .flatten()
+        .or_else(|| name_flag(argv))
+        .unwrap_or_else(|| "NAME".into());
+    let Some(bin) = check_program(r, w, &argv[0], python_module, &fix_name) else {
+        return;
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(why) => {
+            r.fail(
+                w.label.clone(),
+                format!("{}: `{}`: {why}", w.at, w.p.command),
+                w.rewire(&fix_name),
+            );
             return;
         }
     };
-    let store = Store::new(paths.configs_dir.clone());
-    let custom = config::env_custom_endpoint();
-    let mut found = 0;
-    for p in aws_config::credential_processes(&text) {
-        let Ok(argv) = elhaz::import::shlex_split(&p.command) else {
-            continue;
-        };
-        let Some(prog) = argv.first() else { continue };
-        let base = Path::new(prog)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // `python -m elhaz.cli …` is how the Python elhaz's own `shell` wired itself.
-        let python_module = base.starts_with("python")
-            && argv
-                .windows(2)
-                .any(|w| w[0] == "-m" && (w[1] == "elhaz" || w[1].starts_with("elhaz.")));
-        if !base.starts_with("elhaz") && !python_module {
-            continue;
-        }
-        found += 1;
-        let label = format!("aws profile {}", p.profile);
-        let at = format!("{}:{}", file.display(), p.line);
-        let rewire = |session: &str| {
+    let Some(name) = session.or_else(|| targets.default_session()) else {
+        r.fail(
+            w.label.clone(),
             format!(
-                "elhaz setup aws-profile {session} --profile {}  (writes this elhaz's path)",
-                p.profile
-            )
-        };
-        let session = aws_config::requested_session(&argv[1..]);
-        let fix_name = session
-            .clone()
+                "{}: `{}` names no session and there is no default",
+                w.at, w.p.command
+            ),
+            w.rewire("NAME"),
+        );
+        return;
+    };
+    check_session(r, targets, w, &bin, &name);
+}
+
+/// The program a profile runs: `Some` when it is an executable, non-Python elhaz; otherwise
+/// the problem is reported.
+fn check_program(
+    r: &mut Report,
+    w: &Wired<'_>,
+    prog: &str,
+    python_module: bool,
+    fix_name: &str,
+) -> Option<PathBuf> {
+    let (label, at) = (w.label.clone(), &w.at);
+    if python_module {
+        r.warn(
+            label,
+            format!("{at}: `{}` runs the Python elhaz", w.p.command),
+            w.rewire(fix_name),
+        );
+        return None;
+    }
+    let Some(bin) = resolve_program(prog) else {
+        r.fail(
+            label,
+            format!("{at}: `{prog}` is not on PATH"),
+            w.rewire(fix_name),
+        );
+        return None;
+    };
+    if !bin.exists() {
+        r.fail(
+            label,
+            format!("{at}: {} does not exist", bin.display()),
+            w.rewire(fix_name),
+        );
+        return None;
+    }
+    if !is_executable(&bin) {
+        r.fail(
+            label,
+            format!("{at}: {} is not executable", bin.display()),
+            format!("chmod +x {}  (or {})", bin.display(), w.rewire(fix_name)),
+        );
+        return None;
+    }
+    if is_python_script(&bin) {
+        r.warn(
+            label,
+            format!("{at}: {} is the Python elhaz", bin.display()),
+            w.rewire(fix_name),
+        );
+        return None;
+    }
+    Some(bin)
+}
+
+impl Targets<'_> {
+    /// The session used when a command names none: `default_session`, else the only config.
+    fn default_session(&self) -> Option<String> {
+        let default = Settings::load(&self.paths.settings_file)
             .ok()
-            .flatten()
-            .or_else(|| name_flag(&argv))
-            .unwrap_or_else(|| "NAME".into());
-        if python_module {
-            r.warn(
-                label,
-                format!("{at}: `{}` runs the Python elhaz", p.command),
-                rewire(&fix_name),
-            );
-            continue;
-        }
-        let Some(bin) = resolve_program(prog) else {
-            r.fail(
-                label,
-                format!("{at}: `{prog}` is not on PATH"),
-                rewire(&fix_name),
-            );
-            continue;
-        };
-        if !bin.exists() {
-            r.fail(
-                label,
-                format!("{at}: {} does not exist", bin.display()),
-                rewire(&fix_name),
-            );
-            continue;
-        }
-        if !is_executable(&bin) {
-            r.fail(
-                label,
-                format!("{at}: {} is not executable", bin.display()),
-                format!("chmod +x {}  (or {})", bin.display(), rewire(&fix_name)),
-            );
-            continue;
-        }
-        if is_python_script(&bin) {
-            r.warn(
-                label,
-                format!("{at}: {} is the Python elhaz", bin.display()),
-                rewire(&fix_name),
-            );
-            continue;
-        }
-        let session = match session {
-            Ok(s) => s,
-            Err(why) => {
-                r.fail(
-                    label,
-                    format!("{at}: `{}`: {why}", p.command),
-                    rewire(&fix_name),
-                );
-                continue;
-            }
-        };
-        let name = match session {
-            Some(n) => n,
-            None => {
-                let default = Settings::load(&paths.settings_file)
-                    .ok()
-                    .and_then(|s| s.default_session.map(|d| d.0));
-                let only = store
-                    .names()
-                    .ok()
-                    .filter(|n| n.len() == 1)
-                    .and_then(|mut n| n.pop());
-                match default.or(only) {
-                    Some(n) => n,
-                    None => {
-                        r.fail(
-                            label,
-                            format!(
-                                "{at}: `{}` names no session and there is no default",
-                                p.command
-                            ),
-                            rewire("NAME"),
-                        );
-                        continue;
-                    }
-                }
-            }
-        };
-        match store.load(&name, custom) {
-            Ok(_) => {
-                let conflicts: Vec<&str> = p
-                    .other_keys
+            .and_then(|s| s.default_session.map(|d| d.0));
+        let only = self
+            .store
+            .names()
+            .ok()
+            .filter(|n| n.len() == 1)
+            .and_then(|mut n| n.pop());
+        default.or(only)
+    }
+}
+
+/// The session a profile asks for has a valid config, and the profile sets no key SDKs would
+/// use instead of `credential_process`.
+fn check_session(r: &mut Report, targets: &Targets<'_>, w: &Wired<'_>, bin: &Path, name: &str) {
+    let (label, at) = (w.label.clone(), &w.at);
+    match targets.store.load(name, targets.custom) {
+        Ok(_) => {
+            let conflicts: Vec<&str> =
+                w.p.other_keys
                     .iter()
                     .map(String::as_str)
                     .filter(|k| aws_config::CONFLICTING_KEYS.contains(k))
                     .collect();
-                if conflicts.is_empty() {
-                    r.ok(label, format!("{} → session {name}", bin.display()));
-                } else {
-                    r.warn(
-                        label,
-                        format!(
-                            "{at}: the profile also sets {}, which SDKs may use instead of credential_process",
-                            conflicts.join(", ")
-                        ),
-                        format!("remove those keys from [profile {}]", p.profile),
-                    );
-                }
+            if conflicts.is_empty() {
+                r.ok(label, format!("{} → session {name}", bin.display()));
+            } else {
+                r.warn(
+                    label,
+                    format!(
+                        "{at}: the profile also sets {}, which SDKs may use instead of credential_process",
+                        conflicts.join(", ")
+                    ),
+                    format!("remove those keys from [profile {}]", w.p.profile),
+                );
             }
-            Err(elhaz::Error::ConfigNotFound { .. }) => r.fail(
-                label,
-                format!("{at}: session {name:?} has no config"),
-                format!("elhaz config add {name} --role-arn ARN  (or point the profile at another session)"),
-            ),
-            Err(e) => r.fail(label, format!("{at}: session {name:?}: {e}"), format!("elhaz config edit {name}")),
         }
-    }
-    if found == 0 {
-        r.ok(
-            "aws profiles",
-            format!("no credential_process in {} runs elhaz (wire one with `elhaz setup aws-profile NAME`)", file.display()),
-        );
+        Err(elhaz::Error::ConfigNotFound { .. }) => r.fail(
+            label,
+            format!("{at}: session {name:?} has no config"),
+            format!(
+                "elhaz config add {name} --role-arn ARN  (or point the profile at another session)"
+            ),
+        ),
+        Err(e) => r.fail(
+            label,
+            format!("{at}: session {name:?}: {e}"),
+            format!("elhaz config edit {name}"),
+        ),
     }
 }
 

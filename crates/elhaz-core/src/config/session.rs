@@ -340,8 +340,24 @@ impl SessionConfig {
     /// limits (a custom STS has its own, and its errors pass through).
     pub fn validate(&self, custom_endpoint: bool) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
-        let mut err =
-            |field: &'static str, message: String| errs.push(FieldError { field, message });
+        self.check_sources(&mut errs);
+        self.check_role(&mut errs);
+        self.check_mfa(&mut errs);
+        if let Some(url) = self.endpoint_url()
+            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10)
+        {
+            push(
+                &mut errs,
+                "sts.endpoint_url",
+                "is not an http(s) URL".into(),
+            );
+        }
+        self.check_durations(custom_endpoint, &mut errs);
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// At most one credential source, each well-formed, and the ones that chain have a role.
+    fn check_sources(&self, errs: &mut Vec<FieldError>) {
         let sources: Vec<&'static str> = [
             ("profile", self.profile.is_some()),
             ("session", self.session.is_some()),
@@ -353,7 +369,8 @@ impl SessionConfig {
         .filter_map(|(n, set)| set.then_some(n))
         .collect();
         if sources.len() > 1 {
-            err(
+            push(
+                errs,
                 sources[1],
                 format!(
                     "set at most one credential source; found {}",
@@ -364,12 +381,13 @@ impl SessionConfig {
         if let Some(p) = &self.profile
             && p.trim().is_empty()
         {
-            err("profile", "profile name is empty".into());
+            push(errs, "profile", "profile name is empty".into());
         }
         if let Some(k) = &self.keyring
             && (k.trim().is_empty() || k.len() > 128)
         {
-            err(
+            push(
+                errs,
                 "keyring",
                 "keyring entry must be 1 to 128 characters".into(),
             );
@@ -377,72 +395,86 @@ impl SessionConfig {
         if let Some(sso) = &self.sso
             && let Err(e) = validate_sso(sso)
         {
-            err(e.field, e.message);
+            errs.push(e);
         }
         if self.role.is_none() {
             if self.web_identity.is_some() {
-                err(
+                push(
+                    errs,
                     "web_identity",
                     "web identity needs a [role] with the arn to assume".into(),
                 );
             }
             if self.session.is_some() {
-                err(
+                push(
+                    errs,
                     "session",
                     "chaining from another session needs a [role] to assume".into(),
                 );
             }
         }
-        if let Some(role) = &self.role {
-            if role.policy_arns.len() > 10 {
-                err("role.policy_arns", "at most 10 policy ARNs".into());
-            }
-            if role.tags.len() > 50 {
-                err("role.tags", "at most 50 session tags".into());
-            }
-            if role
-                .tags
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256)
-            {
-                err(
-                    "role.tags",
-                    "tag keys are 1 to 128 characters, values at most 256".into(),
-                );
-            }
-            for (i, k) in role.transitive_tag_keys.iter().enumerate() {
-                if !role.tags.contains_key(k) {
-                    err(
-                        "role.transitive_tag_keys",
-                        format!("entry {} is not a key of [role.tags]", i + 1),
-                    );
-                }
-            }
+    }
+
+    /// `[role]`'s STS limits: policy ARNs, session tags, transitive keys among the tags.
+    fn check_role(&self, errs: &mut Vec<FieldError>) {
+        let Some(role) = &self.role else {
+            return;
+        };
+        if role.policy_arns.len() > 10 {
+            push(errs, "role.policy_arns", "at most 10 policy ARNs".into());
         }
-        if let Some(mfa) = &self.mfa {
-            if let Some(cmd) = &mfa.command
-                && cmd.first().is_none_or(|c| c.is_empty())
-            {
-                err(
-                        "mfa.command",
-                        "give the command as an argv array, e.g. [\"ykman\", \"oath\", \"accounts\", \"code\", \"-s\", \"aws\"]".into(),
-                    );
-            }
-            if let Some(t) = mfa.command_timeout
-                && !(1..=600).contains(&t.0)
-            {
-                err(
-                    "mfa.command_timeout",
-                    "must be between 1 second and 10 minutes".into(),
-                );
-            }
+        if role.tags.len() > 50 {
+            push(errs, "role.tags", "at most 50 session tags".into());
         }
-        if let Some(url) = self.endpoint_url()
-            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10)
+        if role
+            .tags
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256)
         {
-            err("sts.endpoint_url", "is not an http(s) URL".into());
+            push(
+                errs,
+                "role.tags",
+                "tag keys are 1 to 128 characters, values at most 256".into(),
+            );
         }
-        // Durations: at least one second anywhere; AWS's limits against real AWS STS.
+        for (i, k) in role.transitive_tag_keys.iter().enumerate() {
+            if !role.tags.contains_key(k) {
+                push(
+                    errs,
+                    "role.transitive_tag_keys",
+                    format!("entry {} is not a key of [role.tags]", i + 1),
+                );
+            }
+        }
+    }
+
+    /// `[mfa]`: the command is an argv array, its timeout within bounds.
+    fn check_mfa(&self, errs: &mut Vec<FieldError>) {
+        let Some(mfa) = &self.mfa else {
+            return;
+        };
+        if let Some(cmd) = &mfa.command
+            && cmd.first().is_none_or(|c| c.is_empty())
+        {
+            push(
+                errs,
+                "mfa.command",
+                "give the command as an argv array, e.g. [\"ykman\", \"oath\", \"accounts\", \"code\", \"-s\", \"aws\"]".into(),
+            );
+        }
+        if let Some(t) = mfa.command_timeout
+            && !(1..=600).contains(&t.0)
+        {
+            push(
+                errs,
+                "mfa.command_timeout",
+                "must be between 1 second and 10 minutes".into(),
+            );
+        }
+    }
+
+    /// Durations: at least one second anywhere; AWS's limits against real AWS STS.
+    fn check_durations(&self, custom_endpoint: bool, errs: &mut Vec<FieldError>) {
         let custom = custom_endpoint || self.endpoint_url().is_some();
         if let Some(d) = self.duration {
             let (limits, what) = if self.role.is_some() {
@@ -464,7 +496,6 @@ impl SessionConfig {
                 .err(),
             );
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
     /// A warning when the credentials' lifetime means SDK clients cannot be handed credentials
@@ -487,6 +518,11 @@ impl SessionConfig {
             )
         })
     }
+}
+
+/// Records one rule's failure on `field`.
+fn push(errs: &mut Vec<FieldError>, field: &'static str, message: String) {
+    errs.push(FieldError { field, message });
 }
 
 pub(super) fn validate_sso(sso: &SsoConfig) -> Result<(), FieldError> {

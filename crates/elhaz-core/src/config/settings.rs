@@ -220,153 +220,7 @@ impl Settings {
             Some(s) if problems.is_empty() => s,
             _ => return Err(invalid(file, &src, problems)),
         };
-        let mut errs = Vec::new();
-        let mut bad = |field: &'static str, message: &str| {
-            errs.push(FieldError {
-                field,
-                message: message.into(),
-            })
-        };
-        if s.capacity.is_some_and(|c| !(1..=100_000).contains(&c)) {
-            bad("capacity", "must be between 1 and 100000");
-        }
-        if s.max_connections
-            .is_some_and(|c| !(1..=65_536).contains(&c))
-        {
-            bad("max_connections", "must be between 1 and 65536");
-        }
-        if s.log_files.is_some_and(|c| !(1..=365).contains(&c)) {
-            bad("log_files", "must be between 1 and 365");
-        }
-        if s.refresh_window.is_some_and(|w| w.0 == 0) {
-            bad("refresh_window", "must be at least 1 second");
-        }
-        if s.max_connections_per_client.is_some_and(|c| c == 0) {
-            bad("max_connections_per_client", "must be at least 1");
-        }
-        if s.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            bad(
-                "rate_limit",
-                "must be a positive number of requests per second",
-            );
-        }
-        if s.fetch_timeout.is_some_and(|t| !(1..=3600).contains(&t.0)) {
-            bad("fetch_timeout", "must be between 1 second and 1 hour");
-        }
-        if s.stop_timeout.is_some_and(|t| t.0 > 3600) {
-            bad("stop_timeout", "must be at most 1 hour");
-        }
-        if s.log_max_mib_per_day
-            .is_some_and(|m| !(1..=1_048_576).contains(&m))
-        {
-            bad("log_max_mib_per_day", "must be between 1 and 1048576 (MiB)");
-        }
-        if let Some(sh) = &s.shared {
-            if sh.max_connections_per_peer.is_some_and(|c| c == 0) {
-                bad("shared.max_connections_per_peer", "must be at least 1");
-            }
-            if sh
-                .peer_rate_limit
-                .is_some_and(|r| !(r > 0.0 && r.is_finite()))
-            {
-                bad(
-                    "shared.peer_rate_limit",
-                    "must be a positive number of requests per second",
-                );
-            }
-            for (field, mode) in [
-                ("shared.socket_mode", sh.socket_mode),
-                ("shared.socket_dir_mode", sh.socket_dir_mode),
-            ] {
-                if mode.is_some_and(|m| m > 0o777) {
-                    bad(field, "must be a permission mode such as 0o660");
-                }
-            }
-            for rule in &sh.allow {
-                let principals = [
-                    rule.uid.is_some(),
-                    rule.user.is_some(),
-                    rule.group.is_some(),
-                ];
-                if principals.iter().filter(|p| **p).count() != 1 {
-                    bad(
-                        "shared.allow",
-                        "each rule names exactly one of uid, user or group",
-                    );
-                }
-                if rule.sessions.is_empty() {
-                    bad(
-                        "shared.allow",
-                        "each rule lists the sessions it may use (\"*\" for all)",
-                    );
-                }
-                if rule
-                    .sessions
-                    .iter()
-                    .any(|n| n != "*" && validate_name(n).is_err())
-                {
-                    bad(
-                        "shared.allow",
-                        "a rule lists an invalid session name (use \"*\" or names of [A-Za-z0-9._-])",
-                    );
-                }
-            }
-        }
-        if s.client
-            .as_ref()
-            .and_then(|c| c.shared.as_deref())
-            .is_some_and(|u| u.trim().is_empty())
-        {
-            bad(
-                "client.shared",
-                "names the user a shared daemon runs as, e.g. \"elhaz\"",
-            );
-        }
-        for (name, sso) in &s.sso_sessions {
-            if let Err(m) =
-                check_sso_session_name(name).and_then(|()| check_start_url(&sso.start_url))
-            {
-                bad("sso_sessions", &format!("[sso_sessions.{name}]: {m}"));
-            }
-        }
-        if s.refresh_spread.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
-            bad(
-                "refresh_spread",
-                "must be a fraction between 0 and 1 (1 spreads over all the room)",
-            );
-        }
-        if let Some(sts) = &s.sts {
-            let own = ("sts.rate", "sts.burst", String::new(), sts.rate, sts.burst);
-            let per_endpoint = sts.endpoints.iter().map(|(url, r)| {
-                let (rate, burst) = ("sts.endpoints.rate", "sts.endpoints.burst");
-                (
-                    rate,
-                    burst,
-                    format!("[sts.endpoints.{url:?}]: "),
-                    r.rate,
-                    r.burst,
-                )
-            });
-            for (rate_field, burst_field, at, rate, burst) in
-                std::iter::once(own).chain(per_endpoint)
-            {
-                if rate.is_some_and(|r| !(MIN_STS_RATE..=MAX_STS_RATE).contains(&r)) {
-                    let m =
-                        format!("{at}must be a number of calls per second between 0.5 and 10000");
-                    bad(rate_field, &m);
-                }
-                if burst.is_some_and(|b| !(1.0..=MAX_STS_RATE).contains(&b)) {
-                    let m = format!("{at}must be a number of calls between 1 and 10000");
-                    bad(burst_field, &m);
-                }
-            }
-        }
-        if s.idle_timeout.is_some_and(|w| w.0 == 0) {
-            bad(
-                "idle_timeout",
-                "must be at least 1 second (omit it to never exit)",
-            );
-        }
+        let errs = s.problems();
         if errs.is_empty() {
             Ok(s)
         } else {
@@ -375,6 +229,108 @@ impl Settings {
                 &src,
                 errs.iter().map(|e| locate(&src, e)).collect(),
             ))
+        }
+    }
+
+    /// Every rule the file breaks, in the order they are checked.
+    fn problems(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        self.check_limits(&mut errs);
+        if let Some(sh) = &self.shared {
+            check_shared(sh, &mut errs);
+        }
+        self.check_logins(&mut errs);
+        if self
+            .refresh_spread
+            .is_some_and(|f| !(0.0..=1.0).contains(&f))
+        {
+            bad(
+                &mut errs,
+                "refresh_spread",
+                "must be a fraction between 0 and 1 (1 spreads over all the room)",
+            );
+        }
+        if let Some(sts) = &self.sts {
+            check_sts(sts, &mut errs);
+        }
+        if self.idle_timeout.is_some_and(|w| w.0 == 0) {
+            bad(
+                &mut errs,
+                "idle_timeout",
+                "must be at least 1 second (omit it to never exit)",
+            );
+        }
+        errs
+    }
+
+    /// The numeric limits of the top-level settings.
+    fn check_limits(&self, errs: &mut Vec<FieldError>) {
+        if self.capacity.is_some_and(|c| !(1..=100_000).contains(&c)) {
+            bad(errs, "capacity", "must be between 1 and 100000");
+        }
+        if self
+            .max_connections
+            .is_some_and(|c| !(1..=65_536).contains(&c))
+        {
+            bad(errs, "max_connections", "must be between 1 and 65536");
+        }
+        if self.log_files.is_some_and(|c| !(1..=365).contains(&c)) {
+            bad(errs, "log_files", "must be between 1 and 365");
+        }
+        if self.refresh_window.is_some_and(|w| w.0 == 0) {
+            bad(errs, "refresh_window", "must be at least 1 second");
+        }
+        if self.max_connections_per_client.is_some_and(|c| c == 0) {
+            bad(errs, "max_connections_per_client", "must be at least 1");
+        }
+        if self.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            bad(
+                errs,
+                "rate_limit",
+                "must be a positive number of requests per second",
+            );
+        }
+        if self
+            .fetch_timeout
+            .is_some_and(|t| !(1..=3600).contains(&t.0))
+        {
+            bad(errs, "fetch_timeout", "must be between 1 second and 1 hour");
+        }
+        if self.stop_timeout.is_some_and(|t| t.0 > 3600) {
+            bad(errs, "stop_timeout", "must be at most 1 hour");
+        }
+        if self
+            .log_max_mib_per_day
+            .is_some_and(|m| !(1..=1_048_576).contains(&m))
+        {
+            bad(
+                errs,
+                "log_max_mib_per_day",
+                "must be between 1 and 1048576 (MiB)",
+            );
+        }
+    }
+
+    /// `[client] shared` and `[sso_sessions.NAME]`: whom to log in as, and where.
+    fn check_logins(&self, errs: &mut Vec<FieldError>) {
+        if self
+            .client
+            .as_ref()
+            .and_then(|c| c.shared.as_deref())
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            bad(
+                errs,
+                "client.shared",
+                "names the user a shared daemon runs as, e.g. \"elhaz\"",
+            );
+        }
+        for (name, sso) in &self.sso_sessions {
+            if let Err(m) =
+                check_sso_session_name(name).and_then(|()| check_start_url(&sso.start_url))
+            {
+                bad(errs, "sso_sessions", &format!("[sso_sessions.{name}]: {m}"));
+            }
         }
     }
 
@@ -424,5 +380,99 @@ impl Settings {
     /// Whether credentials are served when their audit line cannot be written.
     pub fn audit_fail_open(&self) -> bool {
         self.audit_fail_open.unwrap_or(false)
+    }
+}
+
+/// Records one rule's failure on `field`.
+fn bad(errs: &mut Vec<FieldError>, field: &'static str, message: &str) {
+    errs.push(FieldError {
+        field,
+        message: message.into(),
+    });
+}
+
+/// `[shared]`: per-peer limits, socket modes, and each `[[shared.allow]]` rule.
+fn check_shared(sh: &SharedSettings, errs: &mut Vec<FieldError>) {
+    if sh.max_connections_per_peer.is_some_and(|c| c == 0) {
+        bad(
+            errs,
+            "shared.max_connections_per_peer",
+            "must be at least 1",
+        );
+    }
+    if sh
+        .peer_rate_limit
+        .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+    {
+        bad(
+            errs,
+            "shared.peer_rate_limit",
+            "must be a positive number of requests per second",
+        );
+    }
+    for (field, mode) in [
+        ("shared.socket_mode", sh.socket_mode),
+        ("shared.socket_dir_mode", sh.socket_dir_mode),
+    ] {
+        if mode.is_some_and(|m| m > 0o777) {
+            bad(errs, field, "must be a permission mode such as 0o660");
+        }
+    }
+    for rule in &sh.allow {
+        let principals = [
+            rule.uid.is_some(),
+            rule.user.is_some(),
+            rule.group.is_some(),
+        ];
+        if principals.iter().filter(|p| **p).count() != 1 {
+            bad(
+                errs,
+                "shared.allow",
+                "each rule names exactly one of uid, user or group",
+            );
+        }
+        if rule.sessions.is_empty() {
+            bad(
+                errs,
+                "shared.allow",
+                "each rule lists the sessions it may use (\"*\" for all)",
+            );
+        }
+        if rule
+            .sessions
+            .iter()
+            .any(|n| n != "*" && validate_name(n).is_err())
+        {
+            bad(
+                errs,
+                "shared.allow",
+                "a rule lists an invalid session name (use \"*\" or names of [A-Za-z0-9._-])",
+            );
+        }
+    }
+}
+
+/// `[sts]` and each `[sts.endpoints."URL"]`: rate and burst within bounds.
+fn check_sts(sts: &StsSettings, errs: &mut Vec<FieldError>) {
+    let own = ("sts.rate", "sts.burst", String::new(), sts.rate, sts.burst);
+    let per_endpoint = sts.endpoints.iter().map(|(url, r)| {
+        let (rate, burst) = ("sts.endpoints.rate", "sts.endpoints.burst");
+        (
+            rate,
+            burst,
+            format!("[sts.endpoints.{url:?}]: "),
+            r.rate,
+            r.burst,
+        )
+    });
+    for (rate_field, burst_field, at, rate, burst) in std::iter::once(own).chain(per_endpoint) {
+        if rate.is_some_and(|r| !(MIN_STS_RATE..=MAX_STS_RATE).contains(&r)) {
+            let m = format!("{at}must be a number of calls per second between 0.5 and 10000");
+            bad(errs, rate_field, &m);
+        }
+        if burst.is_some_and(|b| !(1.0..=MAX_STS_RATE).contains(&b)) {
+            let m = format!("{at}must be a number of calls between 1 and 10000");
+            bad(errs, burst_field, &m);
+        }
     }
 }

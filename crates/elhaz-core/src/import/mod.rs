@@ -25,7 +25,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_yaml_ng::{Mapping, Value};
+use serde_yaml_ng::Value;
+
+mod shlex;
+mod yaml;
+
+pub use shlex::shlex_split;
+use yaml::{Section, checked, kind, static_keys, untag};
 
 use crate::config::{
     MfaConfig, MfaSerial, PolicyArn, Region, RoleArn, RoleConfig, Secs, SessionConfig, StsConfig,
@@ -95,163 +101,44 @@ fn invalid(msg: impl Into<String>) -> ConvertError {
     ConvertError::Invalid(msg.into())
 }
 
-fn untag(v: &Value) -> &Value {
-    match v {
-        Value::Tagged(t) => untag(&t.value),
-        other => other,
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match untag(v) {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
-
-/// One mapping of the document, with its name for messages.
-struct Section<'a> {
-    name: &'static str,
-    map: &'a Mapping,
-}
-
-impl<'a> Section<'a> {
-    /// Rejects keys the Python model does not know (pydantic `extra = "forbid"`).
-    fn check_keys(&self, allowed: &[&str]) -> Result<(), ConvertError> {
-        for k in self.map.keys() {
-            match untag(k) {
-                Value::String(s) if allowed.contains(&s.as_str()) => {}
-                Value::String(s) => {
-                    return Err(invalid(format!(
-                        "unknown key `{s}` in {} (Python elhaz rejects it too); expected one of: {}",
-                        self.name,
-                        allowed.join(", ")
-                    )));
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "{} has a key that is {}, not a name",
-                        self.name,
-                        kind(other)
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The value of `key`, `None` when absent or null.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map
-            .get(key)
-            .map(untag)
-            .filter(|v| !matches!(v, Value::Null))
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, ConvertError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(invalid(format!(
-                "{}.{key} must be a string, not {}",
-                self.name,
-                kind(other)
-            ))),
-        }
-    }
-
-    fn int(&self, key: &str) -> Result<Option<u64>, ConvertError> {
-        let bad = |what: &str| {
-            invalid(format!(
-                "{}.{key} must be a whole number of seconds, not {what}",
-                self.name
-            ))
-        };
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-                (Some(u), _) => Ok(Some(u)),
-                // pydantic accepts 3600.0
-                (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f < 1e12 => Ok(Some(f as u64)),
-                _ => Err(bad("a negative or fractional number")),
-            },
-            // pydantic's lax mode accepts numeric strings
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad("that string")),
-            Some(other) => Err(bad(kind(other))),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Vec<String>, ConvertError> {
-        match self.get(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Sequence(items)) => items
-                .iter()
-                .map(|v| match untag(v) {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(invalid(format!(
-                        "{}.{key} must be a list of strings; found {}",
-                        self.name,
-                        kind(other)
-                    ))),
-                })
-                .collect(),
-            Some(other) => Err(invalid(format!(
-                "{}.{key} must be a list of strings, not {}",
-                self.name,
-                kind(other)
-            ))),
-        }
-    }
-
-    fn section(&self, key: &'static str) -> Result<Option<Section<'a>>, ConvertError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Mapping(map)) => Ok(Some(Section { name: key, map })),
-            Some(other) => Err(invalid(format!(
-                "{key} must be a mapping, not {}",
-                kind(other)
-            ))),
-        }
-    }
-}
-
-/// Parses a checked string type, naming the YAML field on error.
-fn checked<T: std::str::FromStr<Err = String>>(
-    field: &str,
-    v: Option<String>,
-) -> Result<Option<T>, ConvertError> {
-    v.map(|s| s.parse::<T>().map_err(|e| invalid(format!("{field}: {e}"))))
-        .transpose()
-}
-
-/// The static-key fields present in a section (names only).
-fn static_keys(sec: Option<&Section<'_>>) -> Vec<&'static str> {
-    let Some(sec) = sec else { return Vec::new() };
-    [
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-    ]
-    .into_iter()
-    .filter(|k| sec.has(k))
-    .collect()
-}
-
 /// Converts the text of one Python elhaz YAML config. `name` (the file stem) is used in notes
 /// and as the keyring entry name suggested for static keys.
 pub fn convert(yaml: &str, name: &str) -> Result<Converted, ConvertError> {
     let doc: Value =
         serde_yaml_ng::from_str(yaml).map_err(|e| invalid(format!("invalid YAML: {e}")))?;
-    let top = match untag(&doc) {
+    let s = sections(&doc)?;
+    let mut out = Converted {
+        config: SessionConfig::default(),
+        notes: Vec::new(),
+    };
+    convert_role(&s.assume_role, &mut out)?;
+    convert_mfa(&s.assume_role, s.mfa.as_ref(), &mut out)?;
+    if let Some(session) = &s.session {
+        convert_session(session, &mut out)?;
+    }
+    if let Some(sts) = &s.sts {
+        convert_sts(sts, &mut out)?;
+    }
+    note_static_keys(s.sts.as_ref(), s.session.as_ref(), name, &mut out);
+    out.config.description = match &s.meta {
+        Some(m) => m.string("description")?,
+        None => None,
+    };
+    Ok(out)
+}
+
+/// The document's sections, each with only the keys its Python model knows.
+struct Sections<'a> {
+    assume_role: Section<'a>,
+    sts: Option<Section<'a>>,
+    mfa: Option<Section<'a>>,
+    session: Option<Section<'a>>,
+    meta: Option<Section<'a>>,
+}
+
+/// Splits the document into its sections, rejecting what Python elhaz rejects.
+fn sections(doc: &Value) -> Result<Sections<'_>, ConvertError> {
+    let top = match untag(doc) {
         Value::Null => return Err(ConvertError::NoAssumeRole),
         Value::Mapping(map) => Section {
             name: "the document",
@@ -282,11 +169,17 @@ pub fn convert(yaml: &str, name: &str) -> Result<Converted, ConvertError> {
             _ => META_KEYS,
         })?;
     }
+    Ok(Sections {
+        assume_role: ar,
+        sts,
+        mfa,
+        session,
+        meta,
+    })
+}
 
-    let mut notes = Vec::new();
-    let mut cfg = SessionConfig::default();
-
-    // [role]
+/// `AssumeRole` → `[role]` and `duration`, with notes on what is not carried.
+fn convert_role(ar: &Section<'_>, out: &mut Converted) -> Result<(), ConvertError> {
     let arn: RoleArn = checked("AssumeRole.RoleArn", ar.string("RoleArn")?)?
         .ok_or_else(|| invalid("AssumeRole.RoleArn is missing (Python elhaz requires it)"))?;
     let policy_arns: Vec<PolicyArn> = ar
@@ -298,13 +191,41 @@ pub fn convert(yaml: &str, name: &str) -> Result<Converted, ConvertError> {
         })
         .collect::<Result<_, _>>()?;
     if !policy_arns.is_empty() {
-        notes.push(
+        out.notes.push(
             "AssumeRole.PolicyArns: Python elhaz 0.5.6 sent these in a form STS rejects, so the \
              session never worked with them; elhaz sends them correctly — check they are the \
              session policies you want"
                 .into(),
         );
     }
+    let tags = role_tags(ar)?;
+    out.config.role = Some(RoleConfig {
+        arn,
+        session_name: ar.string("RoleSessionName")?,
+        external_id: ar.string("ExternalId")?,
+        policy: ar.string("Policy")?,
+        policy_arns,
+        transitive_tag_keys: ar.strings("TransitiveTagKeys")?,
+        source_identity: ar.string("SourceIdentity")?,
+        tags,
+    });
+    out.config.duration = ar.int("DurationSeconds")?.map(Secs);
+    if ar.has("TokenCode") {
+        out.notes.push(
+            "AssumeRole.TokenCode is not carried: a fixed MFA code is only valid once; elhaz asks \
+             for a fresh code (on the terminal, or from [mfa] command)"
+                .into(),
+        );
+    }
+    if ar.has("ProvidedContexts") {
+        out.notes
+            .push("AssumeRole.ProvidedContexts is not supported by elhaz and was dropped".into());
+    }
+    Ok(())
+}
+
+/// `AssumeRole.Tags` (a list of `{Key, Value}`) → `[role.tags]`.
+fn role_tags(ar: &Section<'_>) -> Result<BTreeMap<String, String>, ConvertError> {
     let mut tags = BTreeMap::new();
     match ar.get("Tags") {
         None => {}
@@ -338,65 +259,21 @@ pub fn convert(yaml: &str, name: &str) -> Result<Converted, ConvertError> {
             )));
         }
     }
-    cfg.role = Some(RoleConfig {
-        arn,
-        session_name: ar.string("RoleSessionName")?,
-        external_id: ar.string("ExternalId")?,
-        policy: ar.string("Policy")?,
-        policy_arns,
-        transitive_tag_keys: ar.strings("TransitiveTagKeys")?,
-        source_identity: ar.string("SourceIdentity")?,
-        tags,
-    });
-    cfg.duration = ar.int("DurationSeconds")?.map(Secs);
-    if ar.has("TokenCode") {
-        notes.push(
-            "AssumeRole.TokenCode is not carried: a fixed MFA code is only valid once; elhaz asks \
-             for a fresh code (on the terminal, or from [mfa] command)"
-                .into(),
-        );
-    }
-    if ar.has("ProvidedContexts") {
-        notes.push("AssumeRole.ProvidedContexts is not supported by elhaz and was dropped".into());
-    }
+    Ok(tags)
+}
 
-    // [mfa]
+/// `AssumeRole.SerialNumber` and the `MFA` section → `[mfa]`.
+fn convert_mfa(
+    ar: &Section<'_>,
+    mfa: Option<&Section<'_>>,
+    out: &mut Converted,
+) -> Result<(), ConvertError> {
+    let notes = &mut out.notes;
     let serial: Option<MfaSerial> = checked("AssumeRole.SerialNumber", ar.string("SerialNumber")?)?;
     let mut command = None;
     let mut timeout = None;
-    if let Some(m) = &mfa {
-        command = match m.get("command") {
-            None => None,
-            Some(Value::String(s)) => match shlex_split(s) {
-                Ok(argv) if !argv.is_empty() => Some(argv),
-                Ok(_) => {
-                    notes.push("MFA.command is empty and was dropped".into());
-                    None
-                }
-                Err(e) => {
-                    notes.push(format!(
-                        "MFA.command cannot be split into arguments ({e}) and was dropped; set \
-                         [mfa] command as an argv array"
-                    ));
-                    None
-                }
-            },
-            Some(Value::Sequence(_)) => {
-                let argv = m.strings("command")?;
-                if argv.first().is_none_or(|a| a.is_empty()) {
-                    notes.push("MFA.command is empty and was dropped".into());
-                    None
-                } else {
-                    Some(argv)
-                }
-            }
-            Some(other) => {
-                return Err(invalid(format!(
-                    "MFA.command must be a string or a list of strings, not {}",
-                    kind(other)
-                )));
-            }
-        };
+    if let Some(m) = mfa {
+        command = mfa_command(m, notes)?;
         timeout = match m.int("timeout")? {
             Some(t) if (1..=600).contains(&t) => Some(Secs(t)),
             Some(t) => {
@@ -431,93 +308,139 @@ pub fn convert(yaml: &str, name: &str) -> Result<Converted, ConvertError> {
              every refresh, and the source must be IAM user keys (not SSO or role credentials)"
                 .into(),
         );
-        cfg.mfa = Some(MfaConfig {
+        out.config.mfa = Some(MfaConfig {
             serial,
             command_timeout: timeout.filter(|_| command.is_some()),
             command,
             session_duration: None,
         });
     }
+    Ok(())
+}
 
-    // Session: source profile and region.
-    if let Some(s) = &session {
-        cfg.profile = s.string("profile_name")?;
-        cfg.region = checked("Session.region_name", s.string("region_name")?)?;
-        if s.has("aws_account_id") {
-            notes.push("Session.aws_account_id is not needed by elhaz (not carried)".into());
-        }
-    }
-
-    // [sts]
-    if let Some(s) = &sts {
-        let region: Option<Region> = checked("STS.region_name", s.string("region_name")?)?;
-        if cfg.region.is_none() {
-            cfg.region = region.clone();
-        }
-        let endpoint_url = s.string("endpoint_url")?;
-        if region.is_some() || endpoint_url.is_some() {
-            cfg.sts = Some(StsConfig {
-                endpoint_url,
-                region,
-            });
-        }
-        for (key, why) in [
-            ("verify", "elhaz always verifies TLS certificates"),
-            ("use_ssl", "the scheme of endpoint_url decides"),
-            ("api_version", "elhaz uses the current STS API"),
-            ("aws_account_id", "elhaz does not need it"),
-        ] {
-            if s.has(key) {
-                notes.push(format!("STS.{key} is not carried ({why})"));
-            }
-        }
-    }
-
-    // Static keys: never written; point at the keyring instead.
-    let sts_keys = static_keys(sts.as_ref());
-    let session_keys = static_keys(session.as_ref());
-    if !sts_keys.is_empty() || !session_keys.is_empty() {
-        let mut where_ = Vec::new();
-        if !sts_keys.is_empty() {
-            where_.push(format!("STS ({})", sts_keys.join(", ")));
-        }
-        if !session_keys.is_empty() {
-            where_.push(format!("Session ({})", session_keys.join(", ")));
-        }
-        let long_term = |keys: &[&str]| {
-            keys.contains(&"aws_access_key_id")
-                && keys.contains(&"aws_secret_access_key")
-                && !keys.contains(&"aws_session_token")
-        };
-        if long_term(&sts_keys) || long_term(&session_keys) {
-            let entry = keyring_entry(name);
-            if let Some(p) = cfg.profile.take() {
-                notes.push(format!(
-                    "Session.profile_name {p:?} dropped: the static keys took precedence over \
-                     it in Python elhaz"
-                ));
-            }
-            cfg.keyring = Some(entry.clone());
-            notes.push(format!(
-                "static keys found in {}: not written anywhere; store them with `elhaz keyring \
-                 set {entry}` (this config already says `keyring = \"{entry}\"`)",
-                where_.join(" and ")
-            ));
-        } else {
-            notes.push(format!(
-                "static keys found in {}: not written anywhere; a session token (or a lone key) \
-                 is temporary and cannot be imported — give the session a `profile`, or store \
-                 long-term keys with `elhaz keyring set NAME` and set `keyring = \"NAME\"`",
-                where_.join(" and ")
-            ));
-        }
-    }
-
-    cfg.description = match &meta {
-        Some(m) => m.string("description")?,
+/// `MFA.command` as an argv: a string is split like `shlex.split`; an empty or unsplittable
+/// command is dropped with a note.
+fn mfa_command(
+    m: &Section<'_>,
+    notes: &mut Vec<String>,
+) -> Result<Option<Vec<String>>, ConvertError> {
+    Ok(match m.get("command") {
         None => None,
+        Some(Value::String(s)) => match shlex_split(s) {
+            Ok(argv) if !argv.is_empty() => Some(argv),
+            Ok(_) => {
+                notes.push("MFA.command is empty and was dropped".into());
+                None
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "MFA.command cannot be split into arguments ({e}) and was dropped; set \
+                     [mfa] command as an argv array"
+                ));
+                None
+            }
+        },
+        Some(Value::Sequence(_)) => {
+            let argv = m.strings("command")?;
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                notes.push("MFA.command is empty and was dropped".into());
+                None
+            } else {
+                Some(argv)
+            }
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "MFA.command must be a string or a list of strings, not {}",
+                kind(other)
+            )));
+        }
+    })
+}
+
+/// `Session`: the source profile and the region.
+fn convert_session(s: &Section<'_>, out: &mut Converted) -> Result<(), ConvertError> {
+    out.config.profile = s.string("profile_name")?;
+    out.config.region = checked("Session.region_name", s.string("region_name")?)?;
+    if s.has("aws_account_id") {
+        out.notes
+            .push("Session.aws_account_id is not needed by elhaz (not carried)".into());
+    }
+    Ok(())
+}
+
+/// `STS` → `[sts]` (and `region` when the session sets none).
+fn convert_sts(s: &Section<'_>, out: &mut Converted) -> Result<(), ConvertError> {
+    let region: Option<Region> = checked("STS.region_name", s.string("region_name")?)?;
+    if out.config.region.is_none() {
+        out.config.region = region.clone();
+    }
+    let endpoint_url = s.string("endpoint_url")?;
+    if region.is_some() || endpoint_url.is_some() {
+        out.config.sts = Some(StsConfig {
+            endpoint_url,
+            region,
+        });
+    }
+    for (key, why) in [
+        ("verify", "elhaz always verifies TLS certificates"),
+        ("use_ssl", "the scheme of endpoint_url decides"),
+        ("api_version", "elhaz uses the current STS API"),
+        ("aws_account_id", "elhaz does not need it"),
+    ] {
+        if s.has(key) {
+            out.notes.push(format!("STS.{key} is not carried ({why})"));
+        }
+    }
+    Ok(())
+}
+
+/// Static keys: never written; long-term keys point at the keyring instead.
+fn note_static_keys(
+    sts: Option<&Section<'_>>,
+    session: Option<&Section<'_>>,
+    name: &str,
+    out: &mut Converted,
+) {
+    let sts_keys = static_keys(sts);
+    let session_keys = static_keys(session);
+    if sts_keys.is_empty() && session_keys.is_empty() {
+        return;
+    }
+    let mut where_ = Vec::new();
+    if !sts_keys.is_empty() {
+        where_.push(format!("STS ({})", sts_keys.join(", ")));
+    }
+    if !session_keys.is_empty() {
+        where_.push(format!("Session ({})", session_keys.join(", ")));
+    }
+    let long_term = |keys: &[&str]| {
+        keys.contains(&"aws_access_key_id")
+            && keys.contains(&"aws_secret_access_key")
+            && !keys.contains(&"aws_session_token")
     };
-    Ok(Converted { config: cfg, notes })
+    if long_term(&sts_keys) || long_term(&session_keys) {
+        let entry = keyring_entry(name);
+        if let Some(p) = out.config.profile.take() {
+            out.notes.push(format!(
+                "Session.profile_name {p:?} dropped: the static keys took precedence over \
+                 it in Python elhaz"
+            ));
+        }
+        out.config.keyring = Some(entry.clone());
+        out.notes.push(format!(
+            "static keys found in {}: not written anywhere; store them with `elhaz keyring \
+             set {entry}` (this config already says `keyring = \"{entry}\"`)",
+            where_.join(" and ")
+        ));
+    } else {
+        out.notes.push(format!(
+            "static keys found in {}: not written anywhere; a session token (or a lone key) \
+             is temporary and cannot be imported — give the session a `profile`, or store \
+             long-term keys with `elhaz keyring set NAME` and set `keyring = \"NAME\"`",
+            where_.join(" and ")
+        ));
+    }
 }
 
 /// A keyring entry name for static keys found in config `name` (entries are 1..=128 chars).
@@ -565,70 +488,6 @@ pub fn import_text(
         ))
     })?;
     Ok((text, conv))
-}
-
-/// Splits a command line like Python's `shlex.split` (POSIX mode): whitespace separates words,
-/// single quotes are literal, double quotes allow `\"` and `\\`, a backslash outside quotes
-/// escapes any character. This is how boto3-refresh-session split `MFA.command` strings and how
-/// botocore splits `credential_process`.
-pub fn shlex_split(s: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err("no closing quotation".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => cur.push(c),
-                            Some(c) => {
-                                cur.push('\\');
-                                cur.push(c);
-                            }
-                            None => return Err("no closing quotation".into()),
-                        },
-                        Some(c) => cur.push(c),
-                        None => return Err("no closing quotation".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => cur.push(c),
-                    None => return Err("no escaped character".into()),
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
 }
 
 #[cfg(test)]
@@ -766,19 +625,5 @@ Meta:
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn shlex_matches_python() {
-        let ok = |s: &str| shlex_split(s).unwrap();
-        assert_eq!(ok("a b  c"), ["a", "b", "c"]);
-        assert_eq!(ok(r#"a "b c" 'd e'"#), ["a", "b c", "d e"]);
-        assert_eq!(ok(r#"a"b c"d"#), ["ab cd"]);
-        assert_eq!(ok(r#""a\"b\\c\$""#), [r#"a"b\c\$"#]);
-        assert_eq!(ok(r"a\ b"), ["a b"]);
-        assert_eq!(ok("a ''"), ["a", ""]);
-        assert_eq!(ok("  "), Vec::<String>::new());
-        assert!(shlex_split("'a").is_err());
-        assert!(shlex_split("a\\").is_err());
     }
 }
