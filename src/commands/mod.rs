@@ -23,13 +23,12 @@ mod rotate;
 mod setup;
 mod sso;
 
-/// Exit code: the daemon is not running (`daemon status`).
-pub const EXIT_NOT_RUNNING: u8 = 3;
+pub use elhaz::consume::{EXIT_NOT_RUNNING, did_you_mean};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if !matches!(cli.command, Command::Daemon(DaemonCmd::Start(_))) {
-        restore_sigpipe();
+        elhaz::front::restore_sigpipe();
     }
     let paths = Paths::from_env()?;
     let given = given_name(&cli.command);
@@ -170,34 +169,10 @@ fn with_suggestion(paths: &Paths, given: Option<&str>, err: anyhow::Error) -> an
     }
 }
 
-/// "did you mean `dev`?" when `name` is not one of this user's configs and one is close.
-pub(crate) fn did_you_mean(paths: &Paths, name: &str) -> Option<String> {
-    let names = elhaz::config::Store::new(paths.configs_dir.clone())
-        .names()
-        .ok()?;
-    if names.iter().any(|n| n == name) {
-        // It exists: what is missing is something else (e.g. a chained source).
-        return None;
-    }
-    elhaz::config::closest(name, names.iter().map(String::as_str))
-        .map(|s| format!("did you mean `{s}`?"))
-}
-
-/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`elhaz config list | head -1`)
-/// panics. For the CLI, the default disposition is right: die quietly like any Unix filter.
-/// The daemon keeps SIGPIPE ignored (a vanished client must be an error, not a kill).
-fn restore_sigpipe() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: installing SIG_DFL runs no handler code of ours; called before any thread starts.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-}
-
-/// The exit code for an error that reached `main`.
+/// The exit code for an error that reached `main` ([`elhaz::consume::exit_code`]).
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    match err.downcast_ref::<elhaz::Error>() {
-        Some(elhaz::Error::NotRunning(_)) => ExitCode::from(EXIT_NOT_RUNNING),
-        _ => ExitCode::FAILURE,
-    }
+    err.downcast_ref::<elhaz::Error>()
+        .map_or(ExitCode::FAILURE, elhaz::consume::exit_code)
 }
 
 fn show_paths(paths: &Paths, json: bool) -> Result<ExitCode> {

@@ -7,6 +7,7 @@
 //! different variables.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -91,6 +92,18 @@ pub fn nests(name: &str) -> bool {
 pub fn note_shared(c: &Client) {
     if matches!(c.served(), Served::Shared { .. }) {
         eprintln!("elhaz: served by {}", c.served());
+    }
+}
+
+/// Exit code: the daemon is not running (`daemon status`, or no daemon and no autostart).
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+/// The exit code for an error that ends a command, decided here for both binaries: 3 when no
+/// daemon runs, 1 for everything else.
+pub fn exit_code(err: &Error) -> ExitCode {
+    match err {
+        Error::NotRunning(_) => ExitCode::from(EXIT_NOT_RUNNING),
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -115,7 +115,7 @@ fn serve(hot: Hot) -> Result<ExitCode, HandOn> {
     drop(c);
     let creds = match answer {
         Ok(creds) => creds,
-        Err(e) => return Ok(fail(&paths, name, &e)),
+        Err(e) => return Ok(fail(&paths, name, e)),
     };
     match hot {
         Hot::CredentialProcess(_) => {
@@ -181,8 +181,8 @@ fn needs_the_terminal(e: &WireError) -> bool {
 }
 
 /// The daemon's error, said as `elhaz-full` says it (with "did you mean" for an unknown
-/// session); exit status 1.
-fn fail(paths: &Paths, name: &str, e: &WireError) -> ExitCode {
+/// session), with the exit code [`consume::exit_code`] gives it.
+fn fail(paths: &Paths, name: &str, e: WireError) -> ExitCode {
     let hint = (e.code == ErrorCode::NotFound)
         .then(|| consume::did_you_mean(paths, name))
         .flatten();
@@ -190,7 +190,7 @@ fn fail(paths: &Paths, name: &str, e: &WireError) -> ExitCode {
         Some(hint) => eprintln!("elhaz: {}; {hint}", e.message),
         None => eprintln!("elhaz: {}", e.message),
     }
-    ExitCode::FAILURE
+    consume::exit_code(&Error::Remote(e))
 }
 
 /// Replaces this process with `elhaz-full`, same arguments and `argv[0]`; returns only if
