@@ -15,8 +15,10 @@
 //!   no hyper, no AWS crate (checked over `cargo metadata` by `tests/it/layout.rs`).
 //! - `elhaz-daemon` (`crates/elhaz-daemon`) — the engine, STS, IAM Identity Center, the
 //!   server and its lifecycle, logging, the keyring, the in-process broker.
-//! - this package — the `elhaz` binary (`src/main.rs`, `commands/`: one function per
-//!   subcommand, the only place that uses `anyhow` and prints) and this library:
+//! - this package — two binaries, installed together: the lean `elhaz` (`src/front.rs`, on
+//!   `elhaz-core` alone: credential-process and exec from a running daemon) and `elhaz-full`
+//!   (`src/main.rs`, `commands/`: one function per subcommand, the only place that uses
+//!   `anyhow` and prints), which `elhaz` hands everything else to — and this library:
 //!
 //! - [`cli`] — the command-line types (clap derive) and the hot path's argument fast path; in
 //!   the library so that tests parse documented commands with the real `Cli`.

@@ -344,9 +344,7 @@ fn source_modules(dir: &str) -> BTreeSet<String> {
         for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
             let name = e.file_name().into_string().unwrap();
             let path = format!("{rel}{name}");
-            if path == "commands" {
-                out.insert("commands/".into());
-            } else if e.file_type().unwrap().is_dir() {
+            if e.file_type().unwrap().is_dir() {
                 walk(&e.path(), &format!("{path}/"), out);
             } else if name.ends_with(".rs") {
                 out.insert(path);
