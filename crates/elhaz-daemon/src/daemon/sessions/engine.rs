@@ -73,6 +73,8 @@ pub(super) fn explain(mut e: WireError, name: &str, endpoint: &str) -> WireError
     e
 }
 
+/// What every clone of [`super::Sessions`] shares: the LRU, the fetcher, the background
+/// scheduler and the wall clock.
 #[derive(Debug)]
 pub(super) struct Engine {
     /// Never held across an `.await`.

@@ -96,8 +96,8 @@ mod session;
 mod timing;
 
 use engine::{Engine, explain, sts_endpoint};
-use session::Session;
-pub use session::WarmEntry;
+
+pub use session::{Session, WarmEntry};
 use timing::unix_secs;
 pub use timing::{
     BOTOCORE_WINDOW, RETRY_UNREACHABLE_MAX, REWARM_MAX_IDLE, Shaping, backoff_delay, refresh_delay,
