@@ -270,7 +270,8 @@ fn signal_ready() {
 }
 
 /// Runs a daemon in this process until it shuts down. `daemon start --foreground` lands here;
-/// a detached start (`ELHAZ_DAEMON_DETACH=1`, set by the CLI) forks first.
+/// a detached start (`ELHAZ_DAEMON_DETACH=1`, set by the CLI) forks first. The steps are the
+/// start-up order of the module docs, in that order.
 pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     let detached = is_detached_start();
     if detached {
@@ -291,63 +292,12 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         crate::daemon::tokens::TokenSet::load(f)?;
     }
     // Logging first, so that lock and stale-socket decisions are in the log too.
-    let _log = crate::logging::init_daemon(
-        &paths.log_dir,
-        crate::logging::LogOptions {
-            keep: settings.log_files(),
-            max_bytes_per_day: settings.log_max_bytes_per_day(),
-            audit_fail_open: settings.audit_fail_open(),
-            also_stderr: !detached,
-        },
-    )?;
-    if !scrubbed.is_empty() {
-        tracing::info!(
-            variables = scrubbed.join(","),
-            "ignoring what elhaz put into the environment it was started from"
-        );
-    }
-    let mut paths = paths.clone();
-    let shared = options
-        .shared
-        .then(|| settings.shared.clone().unwrap_or_default());
-    if let Some(sh) = &shared
-        && !paths.socket_explicit
-    {
-        paths.socket = sh
-            .socket
-            .clone()
-            .unwrap_or_else(|| paths.shared_socket.clone());
-    }
+    let _log = start_logging(paths, &settings, detached, &scrubbed)?;
+    let (paths, shared) = socket_paths(paths, &options, &settings);
     let paths = &paths;
     let lock = acquire_lock(paths)?;
     crate::fsafe::remove_stale_aws_configs(&paths.run_dir);
-    // The pid file before the socket: whoever sees the socket accept can read the pid.
-    config::atomic_write(
-        &paths.pid_file,
-        format!("{}\n", std::process::id()).as_bytes(),
-    )?;
-    let bound = remove_stale_socket(&paths.socket).and_then(|()| match &shared {
-        Some(sh) => bind_shared(
-            &paths.socket,
-            options
-                .socket_mode
-                .or(sh.socket_mode)
-                .unwrap_or(config::DEFAULT_SHARED_SOCKET_MODE),
-            options
-                .socket_dir_mode
-                .or(sh.socket_dir_mode)
-                .unwrap_or(config::DEFAULT_SHARED_DIR_MODE),
-            options.group.as_deref().or(sh.group.as_deref()),
-        ),
-        None => bind_private(&paths.socket),
-    });
-    let listener = match bound {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = std::fs::remove_file(&paths.pid_file);
-            return Err(e);
-        }
-    };
+    let listener = write_pid_and_bind(paths, &options, shared.as_ref())?;
     let socket_ino = std::fs::metadata(&paths.socket).map(|m| m.ino()).ok();
     harden_process();
 
@@ -371,24 +321,7 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
         capacity,
         "daemon started"
     );
-    let result = runtime.block_on(async {
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .map_err(|e| Error::io("cannot register the socket", e))?;
-        if let Some(idle) = state.idle_timeout() {
-            tokio::spawn(idle_watch(state.clone(), idle));
-        }
-        let reload = state.tokens.is_some();
-        let signals = shutdown_signals(reload)?;
-        if reload {
-            tokio::spawn(reload_tokens_on_sighup(state.clone())?);
-        }
-        rewarm(&state);
-        if detached {
-            signal_ready();
-        }
-        crate::daemon::run(listener, state.clone(), signals).await;
-        Ok::<(), Error>(())
-    });
+    let result = runtime.block_on(run_until_shutdown(listener, &state, detached));
     // Children still running (a hung credential_process, an MFA command) die with their group.
     crate::sts::kill_children();
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -400,6 +333,114 @@ pub fn serve(paths: &Paths, options: Options) -> Result<(), Error> {
     // this process still exists. The kernel closes the file when the process is gone.
     std::mem::forget(lock);
     result
+}
+
+/// Starts the daemon's log files (and stderr, in the foreground), and records which variables
+/// elhaz had put into the environment and the daemon ignores.
+fn start_logging(
+    paths: &Paths,
+    settings: &Settings,
+    detached: bool,
+    scrubbed: &[String],
+) -> Result<crate::logging::Guards, Error> {
+    let log = crate::logging::init_daemon(
+        &paths.log_dir,
+        crate::logging::LogOptions {
+            keep: settings.log_files(),
+            max_bytes_per_day: settings.log_max_bytes_per_day(),
+            audit_fail_open: settings.audit_fail_open(),
+            also_stderr: !detached,
+        },
+    )?;
+    if !scrubbed.is_empty() {
+        tracing::info!(
+            variables = scrubbed.join(","),
+            "ignoring what elhaz put into the environment it was started from"
+        );
+    }
+    Ok(log)
+}
+
+/// The paths with the socket a shared daemon listens on (`[shared] socket`, else the shared
+/// default, unless `ELHAZ_SOCKET` named one), and the `[shared]` settings in shared mode.
+fn socket_paths(
+    paths: &Paths,
+    options: &Options,
+    settings: &Settings,
+) -> (Paths, Option<config::SharedSettings>) {
+    let mut paths = paths.clone();
+    let shared = options
+        .shared
+        .then(|| settings.shared.clone().unwrap_or_default());
+    if let Some(sh) = &shared
+        && !paths.socket_explicit
+    {
+        paths.socket = sh
+            .socket
+            .clone()
+            .unwrap_or_else(|| paths.shared_socket.clone());
+    }
+    (paths, shared)
+}
+
+/// Writes the pid file, then binds the socket (a stale one removed first) — private, or with
+/// the shared mode's socket mode, directory mode and group. A failed bind removes the pid file
+/// again.
+fn write_pid_and_bind(
+    paths: &Paths,
+    options: &Options,
+    shared: Option<&config::SharedSettings>,
+) -> Result<UnixListener, Error> {
+    // The pid file before the socket: whoever sees the socket accept can read the pid.
+    config::atomic_write(
+        &paths.pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
+    let bound = remove_stale_socket(&paths.socket).and_then(|()| match shared {
+        Some(sh) => bind_shared(
+            &paths.socket,
+            options
+                .socket_mode
+                .or(sh.socket_mode)
+                .unwrap_or(config::DEFAULT_SHARED_SOCKET_MODE),
+            options
+                .socket_dir_mode
+                .or(sh.socket_dir_mode)
+                .unwrap_or(config::DEFAULT_SHARED_DIR_MODE),
+            options.group.as_deref().or(sh.group.as_deref()),
+        ),
+        None => bind_private(&paths.socket),
+    });
+    if bound.is_err() {
+        let _ = std::fs::remove_file(&paths.pid_file);
+    }
+    bound
+}
+
+/// Inside the runtime: registers the socket, starts the idle watch, the signal handlers (and
+/// the token reload) and the re-warm, reports readiness to a detached start's CLI, and serves
+/// until shutdown.
+async fn run_until_shutdown(
+    listener: UnixListener,
+    state: &Arc<State>,
+    detached: bool,
+) -> Result<(), Error> {
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| Error::io("cannot register the socket", e))?;
+    if let Some(idle) = state.idle_timeout() {
+        tokio::spawn(idle_watch(state.clone(), idle));
+    }
+    let reload = state.tokens.is_some();
+    let signals = shutdown_signals(reload)?;
+    if reload {
+        tokio::spawn(reload_tokens_on_sighup(state.clone())?);
+    }
+    rewarm(state);
+    if detached {
+        signal_ready();
+    }
+    crate::daemon::run(listener, state.clone(), signals).await;
+    Ok(())
 }
 
 /// Records the names (never the credentials) of the cached sessions and when each was last

@@ -11,6 +11,8 @@
 //!   recovery, socket creation with its mode, pid file, detaching, signals, idle exit, cleanup.
 //! - [`policy`] decides who may ask for what (owner, shared-mode allow rules) and applies
 //!   the per-client connection cap and per-session rate limit.
+//! - [`groups`] reads a peer's groups for the allow rules (`SO_PEERGROUPS`; elsewhere the
+//!   group database, off the runtime and cached per uid).
 //! - [`state`] is the shared state handed to every task.
 //! - [`tokens`] holds the delegates' token hashes (`--require-token --token-file`).
 //! - [`scheduler`] shapes the daemon's own STS calls (re-warm, refresh-ahead): a rate per
@@ -20,6 +22,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod groups;
 pub mod handler;
 pub mod lifecycle;
 pub mod policy;

@@ -9,11 +9,12 @@
 //! Groups are the peer's *real* groups at connect time: on Linux `SO_PEERGROUPS` (the
 //! supplementary groups of the connecting process) plus the gid from `SO_PEERCRED`, so a
 //! process that dropped a group (`setpriv --clear-groups`, a sandbox) loses that group's
-//! sessions. Elsewhere there is no such socket option; [`peer_groups`] falls back to the
+//! sessions. Elsewhere there is no such socket option; `daemon::groups` falls back to the
 //! user's groups from the group database (`getgrouplist`), which cannot see a dropped group —
-//! documented in docs/security.md. Reading the socket option costs one syscall and no NSS
-//! lookup, so it never blocks a connection task on LDAP; the NSS lookups of the rules
-//! (`user = …`, `group = …`) happen once, when the policy is built at start-up.
+//! documented in docs/security.md — looked up off the runtime and cached per uid. Reading the
+//! socket option costs one syscall and no NSS lookup, so it never blocks a connection task on
+//! LDAP; the NSS lookups of the rules (`user = …`, `group = …`) happen once, when the policy
+//! is built at start-up.
 //!
 //! With `--require-token` ([`Policy::require_tokens`]) the uid stops deciding for non-owners:
 //! every uid that can reach the socket is admitted as an [`Access::Delegate`], which gets
@@ -199,7 +200,8 @@ impl Policy {
         self.owner
     }
 
-    /// What `uid` with `groups` (the peer's real groups, from [`peer_groups`]) may do, or
+    /// What `uid` with `groups` (the peer's real groups, from
+    /// [`peer_groups`](crate::daemon::groups::peer_groups)) may do, or
     /// `None` (refused).
     pub fn admit(&self, uid: u32, groups: &[u32]) -> Option<Access> {
         if uid == self.owner {
@@ -288,68 +290,6 @@ impl Access {
             Access::Delegate => false,
         }
     }
-}
-
-/// The peer's groups at connect time: `gid` (from SO_PEERCRED) plus, on Linux, the
-/// supplementary groups the kernel recorded for the socket (`SO_PEERGROUPS`). Elsewhere: the
-/// user's groups from the group database (a dropped group is not seen there; documented).
-pub fn peer_groups(fd: std::os::fd::BorrowedFd<'_>, uid: u32, gid: u32) -> Vec<u32> {
-    let mut groups = vec![gid];
-    #[cfg(target_os = "linux")]
-    {
-        let _ = uid;
-        match so_peergroups(fd) {
-            Ok(list) => groups.extend(list),
-            Err(e) => tracing::warn!(error = %e, "cannot read the peer's groups (SO_PEERGROUPS)"),
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = fd;
-        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            && let Ok(name) = std::ffi::CString::new(user.name)
-            && let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
-        {
-            groups.extend(list.into_iter().map(|g| g.as_raw()));
-        }
-    }
-    groups
-}
-
-#[cfg(target_os = "linux")]
-fn so_peergroups(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
-    use std::os::fd::AsRawFd;
-    // NGROUPS_MAX is 65536; start small and grow once to the size the kernel asks for.
-    let mut buf: Vec<libc::gid_t> = vec![0; 64];
-    for _ in 0..2 {
-        let mut len = libc::socklen_t::try_from(buf.len() * std::mem::size_of::<libc::gid_t>())
-            .unwrap_or(libc::socklen_t::MAX);
-        // SAFETY: `buf` is a live, writable allocation of `len` bytes for the whole call, and
-        // `len` is a valid pointer to its size; the kernel writes at most `len` bytes and
-        // stores the size it used (or needs, with ERANGE) back into `len`. The fd is borrowed,
-        // so it stays open during the call.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERGROUPS,
-                buf.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        let n = len as usize / std::mem::size_of::<libc::gid_t>();
-        if rc == 0 {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ERANGE) && n > buf.len() && n <= 65_536 {
-            buf = vec![0; n];
-            continue;
-        }
-        return Err(err);
-    }
-    Err(std::io::Error::other("the peer's group list kept growing"))
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub struct State {
     pub sessions: Sessions,
     /// Who may ask for what.
     pub policy: crate::daemon::policy::Policy,
+    /// Peers' groups from the group database, where the socket cannot tell them (not Linux).
+    pub groups: crate::daemon::groups::GroupCache,
     /// The delegates' tokens (`--require-token`), reloaded on SIGHUP.
     pub tokens: Option<crate::daemon::tokens::Tokens>,
     /// Milliseconds since `started` of the last request (for the idle timeout).
@@ -99,6 +101,7 @@ impl State {
         }
         Ok(State {
             policy,
+            groups: Default::default(),
             tokens,
             paths,
             settings,

@@ -18,7 +18,7 @@ pub(super) fn refuse(tracker: &TaskTracker, slots: &Slots, stream: UnixStream, e
 
 /// Admits the peer by its kernel-reported credentials and takes its per-peer slot, or says
 /// why not.
-pub(super) fn check_peer(
+pub(super) async fn check_peer(
     stream: &UnixStream,
     state: &State,
 ) -> Result<(Peer, ConnGuard), WireError> {
@@ -32,7 +32,7 @@ pub(super) fn check_peer(
     let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
     // The groups are needed (and read) only for a non-owner of a daemon with allow rules.
     let groups = if uid != state.policy.owner() && state.policy.has_rules() {
-        crate::daemon::policy::peer_groups(stream.as_fd(), uid, gid)
+        crate::daemon::groups::peer_groups(stream.as_fd(), uid, gid, &state.groups).await
     } else {
         Vec::new()
     };

@@ -11,56 +11,123 @@ pub(super) async fn serve_connection(
     slots: &Slots,
 ) {
     let mut framed = Framed::new(stream, codec::codec());
-    let cancel = state.shutdown.clone();
-    let evict = CancellationToken::new();
-    let connected = tokio::time::Instant::now();
+    let conn = Conn {
+        peer,
+        slot,
+        slots,
+        cancel: state.shutdown.clone(),
+        evict: CancellationToken::new(),
+        connected: tokio::time::Instant::now(),
+    };
     let mut first = true;
     loop {
-        // Waiting for a request's first byte, the connection is idle and may be evicted.
-        // Between requests it may idle for IDLE_TIMEOUT; the first frame must arrive whole
-        // within FRAME_READ_TIMEOUT of connecting, a later one within FRAME_READ_TIMEOUT of
-        // its first byte.
-        let frame_deadline = if framed.read_buffer().is_empty() {
-            let idle_limit = if first {
-                FRAME_READ_TIMEOUT
-            } else {
-                IDLE_TIMEOUT
-            };
-            let mark = slots.mark_idle(&slot, first, &evict);
-            let idle = tokio::select! {
-                () = cancel.cancelled() => return,
-                () = evict.cancelled() => {
-                    tracing::debug!(peer_pid = peer.pid.unwrap_or(-1), "closing an idle connection to make room");
-                    return;
-                }
-                r = tokio::time::timeout(idle_limit, data_ready(framed.get_ref())) => r,
-            };
-            drop(mark);
-            if !matches!(idle, Ok(Ok(()))) {
-                return;
-            }
-            if first {
-                connected + FRAME_READ_TIMEOUT
-            } else {
-                tokio::time::Instant::now() + FRAME_READ_TIMEOUT
-            }
-        } else {
-            tokio::time::Instant::now() + FRAME_READ_TIMEOUT
+        let Some(frame_deadline) = conn.wait_for_request(&framed, first).await else {
+            return;
         };
         first = false;
-        let next = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = tokio::time::timeout_at(frame_deadline, framed.next()) => r,
+        let Some(bytes) = conn.read_frame(&mut framed, frame_deadline).await else {
+            return;
         };
-        let bytes = match next {
+        let (frames, after) = if state.policy.take_peer_token(conn.peer.uid) {
+            handle_frame(state, conn.peer.clone(), &bytes).await
+        } else {
+            let err = WireError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "uid {} is over its request rate (shared.peer_rate_limit); retry shortly",
+                    conn.peer.uid
+                ),
+            );
+            (vec![error_reply(0, err)], After::default())
+        };
+        let sent = tokio::time::timeout(WRITE_TIMEOUT, send_all(&mut framed, frames)).await;
+        if after.stop || state.options.once {
+            state.shutdown.cancel();
+            return;
+        }
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+type FramedStream = Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>;
+
+/// One connection as its task keeps it between requests.
+struct Conn<'a> {
+    peer: Peer,
+    /// Its connection slot, returned when the task ends.
+    slot: Slot,
+    slots: &'a Slots,
+    /// The daemon's shutdown.
+    cancel: CancellationToken,
+    /// Cancelled to close this connection while idle, to make room for a waiting one.
+    evict: CancellationToken,
+    connected: tokio::time::Instant,
+}
+
+impl Conn<'_> {
+    /// Waits for the next request's first byte, if none is buffered, and returns by when the
+    /// whole frame must have arrived; `None` closes the connection (shutdown, eviction, idle
+    /// too long, EOF or an error).
+    ///
+    /// Waiting for a request's first byte, the connection is idle and may be evicted.
+    /// Between requests it may idle for IDLE_TIMEOUT; the first frame must arrive whole
+    /// within FRAME_READ_TIMEOUT of connecting, a later one within FRAME_READ_TIMEOUT of its
+    /// first byte.
+    async fn wait_for_request(
+        &self,
+        framed: &FramedStream,
+        first: bool,
+    ) -> Option<tokio::time::Instant> {
+        if !framed.read_buffer().is_empty() {
+            return Some(tokio::time::Instant::now() + FRAME_READ_TIMEOUT);
+        }
+        let idle_limit = if first {
+            FRAME_READ_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
+        let mark = self.slots.mark_idle(&self.slot, first, &self.evict);
+        let idle = tokio::select! {
+            () = self.cancel.cancelled() => return None,
+            () = self.evict.cancelled() => {
+                tracing::debug!(peer_pid = self.peer.pid.unwrap_or(-1), "closing an idle connection to make room");
+                return None;
+            }
+            r = tokio::time::timeout(idle_limit, data_ready(framed.get_ref())) => r,
+        };
+        drop(mark);
+        if !matches!(idle, Ok(Ok(()))) {
+            return None;
+        }
+        Some(if first {
+            self.connected + FRAME_READ_TIMEOUT
+        } else {
+            tokio::time::Instant::now() + FRAME_READ_TIMEOUT
+        })
+    }
+
+    /// Reads one frame by `deadline`; `None` closes the connection (shutdown, too slow, EOF,
+    /// or an oversized frame, which is answered with `frame_too_large` first).
+    async fn read_frame(
+        &self,
+        framed: &mut FramedStream,
+        deadline: tokio::time::Instant,
+    ) -> Option<Bytes> {
+        let next = tokio::select! {
+            () = self.cancel.cancelled() => return None,
+            r = tokio::time::timeout_at(deadline, framed.next()) => r,
+        };
+        match next {
             Err(_) => {
                 tracing::debug!(
-                    peer_pid = peer.pid.unwrap_or(-1),
+                    peer_pid = self.peer.pid.unwrap_or(-1),
                     "closing a connection that sent no frame in time"
                 );
-                return;
+                None
             }
-            Ok(None) => return,
+            Ok(None) => None,
             Ok(Some(Err(e))) => {
                 let too_large = e
                     .get_ref()
@@ -68,7 +135,7 @@ pub(super) async fn serve_connection(
                 if too_large {
                     crate::logging::denial(|| {
                         tracing::warn!(
-                            peer_pid = peer.pid.unwrap_or(-1),
+                            peer_pid = self.peer.pid.unwrap_or(-1),
                             "refused an oversized frame"
                         );
                     });
@@ -82,29 +149,9 @@ pub(super) async fn serve_connection(
                     let _ =
                         tokio::time::timeout(WRITE_TIMEOUT, framed.send(error_reply(0, err))).await;
                 }
-                return;
+                None
             }
-            Ok(Some(Ok(bytes))) => bytes,
-        };
-        let (frames, after) = if state.policy.take_peer_token(peer.uid) {
-            handle_frame(state, peer.clone(), &bytes).await
-        } else {
-            let err = WireError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "uid {} is over its request rate (shared.peer_rate_limit); retry shortly",
-                    peer.uid
-                ),
-            );
-            (vec![error_reply(0, err)], After::default())
-        };
-        let sent = tokio::time::timeout(WRITE_TIMEOUT, send_all(&mut framed, frames)).await;
-        if after.stop || state.options.once {
-            state.shutdown.cancel();
-            return;
-        }
-        if !matches!(sent, Ok(Ok(()))) {
-            return;
+            Ok(Some(Ok(bytes))) => Some(bytes.freeze()),
         }
     }
 }

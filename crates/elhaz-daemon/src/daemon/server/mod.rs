@@ -122,7 +122,7 @@ pub async fn run(listener: UnixListener, state: Arc<State>, shutdown: impl Futur
                 }
             },
         };
-        let (peer, conn) = match check_peer(&stream, &state) {
+        let (peer, conn) = match check_peer(&stream, &state).await {
             Ok(p) => p,
             Err(err) => {
                 refuse(&tracker, &slots, stream, err);
