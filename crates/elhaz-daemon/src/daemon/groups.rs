@@ -64,12 +64,38 @@ pub async fn peer_groups(
 
 /// The groups of `uid`'s user with primary group `gid` in the group database (blocking NSS);
 /// `None` if the user or the list cannot be read.
-#[cfg(not(target_os = "linux"))]
+///
+/// libc's `getgrouplist` directly: nix has none on Apple targets, and the C signature differs
+/// (`gid_t` on Linux and the BSDs, `int` on Apple — both 32-bit, hence the inferred casts).
+/// Linux never calls it (`SO_PEERGROUPS`); it is compiled there for its unit test, so CI
+/// builds the code macOS runs.
+#[cfg(any(not(target_os = "linux"), test))]
 fn nss_groups(uid: u32, gid: u32) -> Option<Vec<u32>> {
+    /// Most groups a user may have that we read (Linux's NGROUPS_MAX).
+    const MAX_GROUPS: usize = 65_536;
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
     let name = std::ffi::CString::new(user.name).ok()?;
-    let list = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok()?;
-    Some(list.into_iter().map(|g| g.as_raw()).collect())
+    let mut room: usize = 64;
+    loop {
+        let mut list = vec![0u32; room];
+        let mut n: nix::libc::c_int = nix::libc::c_int::try_from(room).ok()?;
+        // SAFETY: `name` is NUL-terminated and outlives the call; `list` has room for `n`
+        // 4-byte entries (gid_t or int), and getgrouplist writes at most `n` of them.
+        let found = unsafe {
+            nix::libc::getgrouplist(name.as_ptr(), gid as _, list.as_mut_ptr().cast(), &mut n)
+        };
+        if found >= 0 {
+            list.truncate(usize::try_from(n).ok()?.min(room));
+            return Some(list);
+        }
+        // Too small: glibc says how much is needed in `n`, Apple does not; grow either way.
+        if room >= MAX_GROUPS {
+            return None;
+        }
+        room = (room * 4)
+            .max(usize::try_from(n).unwrap_or(0))
+            .min(MAX_GROUPS);
+    }
 }
 
 /// Group lists by (uid, gid), each until its deadline; bounded by [`GROUPS_CAP`]. The `std`
@@ -217,6 +243,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The lookup other platforms use, against this machine's group database: our own user's
+    /// list holds our primary group, and an unknown uid has none.
+    #[test]
+    fn the_group_database_lookup_reads_our_own_groups() {
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let groups = nss_groups(uid, gid).expect("our own user is in the database");
+        assert!(
+            groups.contains(&gid),
+            "{groups:?} lacks our primary group {gid}"
+        );
+        assert_eq!(nss_groups(4_000_000_000, 0), None);
+    }
 
     /// A lookup that counts its calls and answers `answer`.
     fn counting(
