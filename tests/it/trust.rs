@@ -436,8 +436,9 @@ fn no_silent_shared_fallback() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["daemon"]["kind"], "personal", "{v}");
     assert!(v["arn"].as_str().unwrap().contains("assumed-role"), "{v}");
-    // Two connections (the CLI checked the peer and moved on), no byte.
-    let (_, bytes) = fake.counts(2);
+    // Three connections, no byte: for `credential-process` the lean elhaz and then elhaz-full
+    // (it hands the missing daemon on) each checked the peer and moved on; then `whoami`.
+    let (_, bytes) = fake.counts(3);
     assert_eq!(
         bytes, 0,
         "the unconfigured shared daemon received {bytes} bytes"
@@ -456,7 +457,7 @@ fn no_silent_shared_fallback() {
             "served by the shared daemon of user {OTHER_USER} (uid {uid})"
         )],
     );
-    let (_, bytes) = fake.counts(3);
+    let (_, bytes) = fake.counts(4);
     assert!(bytes > 0, "the configured shared daemon got no request");
     // ... and so does [client] shared in elhaz.toml; a wrong user there is an impostor.
     env.write_settings("[client]\nshared = \"root\"\n");
