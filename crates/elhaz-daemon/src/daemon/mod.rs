@@ -12,7 +12,7 @@
 //! - [`policy`] decides who may ask for what (owner, shared-mode allow rules) and applies
 //!   the per-client connection cap and per-session rate limit.
 //! - [`groups`] reads a peer's groups for the allow rules (`SO_PEERGROUPS`; elsewhere the
-//!   group database, off the runtime and cached per uid).
+//!   group database, off the runtime and cached per (uid, gid)).
 //! - [`state`] is the shared state handed to every task.
 //! - [`tokens`] holds the delegates' token hashes (`--require-token --token-file`).
 //! - [`scheduler`] shapes the daemon's own STS calls (re-warm, refresh-ahead): a rate per

@@ -11,7 +11,7 @@
 //! process that dropped a group (`setpriv --clear-groups`, a sandbox) loses that group's
 //! sessions. Elsewhere there is no such socket option; `daemon::groups` falls back to the
 //! user's groups from the group database (`getgrouplist`), which cannot see a dropped group —
-//! documented in docs/security.md — looked up off the runtime and cached per uid. Reading the
+//! documented in docs/security.md — looked up off the runtime and cached per (uid, gid). Reading the
 //! socket option costs one syscall and no NSS lookup, so it never blocks a connection task on
 //! LDAP; the NSS lookups of the rules (`user = …`, `group = …`) happen once, when the policy
 //! is built at start-up.

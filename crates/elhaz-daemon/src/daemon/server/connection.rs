@@ -10,7 +10,8 @@ pub(super) async fn serve_connection(
     state: &Arc<State>,
     slots: &Slots,
 ) {
-    let mut framed = Framed::new(stream, codec::codec());
+    // `conn` (which holds the slot) is declared before `framed` (which owns the socket), so
+    // it drops after it: the socket is closed before its slot is free for the next client.
     let conn = Conn {
         peer,
         slot,
@@ -19,6 +20,7 @@ pub(super) async fn serve_connection(
         evict: CancellationToken::new(),
         connected: tokio::time::Instant::now(),
     };
+    let mut framed = Framed::new(stream, codec::codec());
     let mut first = true;
     loop {
         let Some(frame_deadline) = conn.wait_for_request(&framed, first).await else {
