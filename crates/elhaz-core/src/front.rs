@@ -218,18 +218,21 @@ fn delegate(args: &[OsString], why: Option<&str>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `elhaz-full` next to this executable (symlinks resolved, so a link to `elhaz` finds it).
-pub fn full_binary() -> std::io::Result<PathBuf> {
+/// This executable, symlinks resolved (so a link to `elhaz` finds its siblings).
+fn this_exe() -> std::io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-    Ok(exe.with_file_name(FULL_BINARY))
+    Ok(std::fs::canonicalize(&exe).unwrap_or(exe))
+}
+
+/// `elhaz-full` next to this executable.
+pub fn full_binary() -> std::io::Result<PathBuf> {
+    Ok(this_exe()?.with_file_name(FULL_BINARY))
 }
 
 /// The `elhaz` to write into `credential_process` lines and units: the lean binary next to
 /// this executable when there is one, else this executable (an `elhaz-full` run on its own).
 pub fn front_binary() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    let exe = this_exe()?;
     let front = exe.with_file_name(FRONT_BINARY);
     Ok(if front.is_file() { front } else { exe })
 }
